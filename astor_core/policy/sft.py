@@ -23,7 +23,7 @@ from astor_core import TASKS
 class SFTConfig:
     """The warm-start run (maps onto TRL's SFTConfig)."""
 
-    epochs: float = 3.0
+    epochs: float = 4.0
     """Passes over the training pairs (the tiny model needs optimiser steps: docs/POLICY.md)."""
     max_steps: int = -1
     """Stop after this many optimiser steps (-1: run all epochs)."""
@@ -49,8 +49,8 @@ class SFTConfig:
     """Seed of data order, dropout and sampling."""
     logging_steps: int = 10
     """Log the training loss every this many steps."""
-    num_threads: int = 1
-    """torch CPU threads for the run (0: torch's default; 1 is fastest on a shared 2-core CPU, see docs/POLICY.md)."""
+    num_threads: int = 0
+    """torch CPU threads for the run (0: torch's default, all cores; 1 is faster only when other jobs share a 2-core CPU, see docs/POLICY.md)."""
 
 
 def sft_pairs(

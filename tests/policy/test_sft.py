@@ -79,7 +79,7 @@ def test_cli_reports_missing_pools_and_models(tmp_path: Path) -> None:
 def test_default_settings_land_every_task_in_the_reward_band(tmp_path: Path) -> None:
     """Issue 5 acceptance with params.yaml as shipped: pools -> init-tiny -> SFT -> greedy eval.
 
-    Every task's held-out mean reward (48 items) lies in [0.05, 0.9]: learnable, not saturated.
+    Every task's held-out mean reward (128 items: +-0.02 instead of +-0.03 at 48) lies in [0.05, 0.9]: learnable, not saturated.
     """
     from dataclasses import replace
 
@@ -105,7 +105,7 @@ def test_default_settings_land_every_task_in_the_reward_band(tmp_path: Path) -> 
     tiny = init_tiny(pool_texts(train), tmp_path / "tiny", cfg.tiny)
     run_sft(tiny, train, tmp_path / "sft", cfg.sft)
     model, tok = load_model(ModelConfig(str(tmp_path / "sft"), device="cpu"))
-    table = evaluate(model, tok, held, per_task=48)
+    table = evaluate(model, tok, held, per_task=128)
     rewards = {task: row["mean_reward"] for task, row in table.items()}
     assert set(rewards) == set(TASKS)
     assert all(0.05 <= r <= 0.9 for r in rewards.values()), rewards
