@@ -29,6 +29,11 @@ def main() -> None:
     ap.add_argument("--beta", type=float, default=0.02)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    ap.add_argument("--loss-type", default="dapo", choices=["grpo", "dapo", "dr_grpo"])
+    ap.add_argument(
+        "--no-scale-rewards", action="store_true", help="centre group rewards only (Dr. GRPO)"
+    )
     ap.add_argument("--eval-per-task", type=int, default=48)
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
@@ -41,6 +46,7 @@ def main() -> None:
     from accelerate.utils import set_seed
 
     from astor_core import TASKS
+    from astor_core.policy.grpo import GRPOConfig
     from astor_core.policy.model import ModelConfig, load_model
     from astor_core.policy.rollout import RolloutConfig, SamplingParams
     from astor_core.policy.stages import evaluate, prompts_for, score_rollouts, update
@@ -54,7 +60,7 @@ def main() -> None:
     eval_records = pd.read_parquet(Path(args.pools) / "eval.parquet").to_dict(orient="records")
     by_id = {(r["task"], str(r["prompt_id"])): r for r in train}
     pools = {t: [pid for (task, pid) in by_id if task == t] for t in TASKS}
-    sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=1.0)
+    sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
     greedy = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=0.0)
     sandbox = default_sandbox()
 
@@ -70,7 +76,12 @@ def main() -> None:
         trainer = PolicyTrainer(
             model,
             tok,
-            TrainerConfig(learning_rate=args.lr, total_steps=args.rounds),
+            TrainerConfig(
+                learning_rate=args.lr,
+                total_steps=args.rounds,
+                temperature=args.temperature,
+                grpo=GRPOConfig(loss_type=args.loss_type, scale_rewards=not args.no_scale_rewards),
+            ),
             rollout=RolloutConfig(sampling=sampling),
         )
         scheduler = make_scheduler("uniform", pools, sched_cfg, seed)
