@@ -200,16 +200,22 @@ def checkpoint_root(ctx: RunContext) -> Path:
 # --------------------------------------------------------------------------- the round
 
 
-@dataclass
 class RolloutBatch:
-    """One round's prompts (prompt-major) and their G completions each."""
+    """One round's prompts (prompt-major) and their G completions each.
 
-    round_idx: int
-    items: list[tuple[str, str]]
-    """(task, prompt_id) per prompt, in plan order."""
-    group_size: int
-    rollouts: list[Any]
-    """astor_core.policy.rollout.Rollout, prompt-major: prompt i's G rollouts at [i*G, (i+1)*G)."""
+    A plain class, like RunContext: Prefect passes it between task runs by reference and does
+    not walk its ~20k token ids and log-probs looking for futures (docs/PERFORMANCE.md,
+    "Orchestration overhead")."""
+
+    def __init__(
+        self, round_idx: int, items: list[tuple[str, str]], group_size: int, rollouts: list[Any]
+    ) -> None:
+        self.round_idx = round_idx
+        self.items = items
+        """(task, prompt_id) per prompt, in plan order."""
+        self.group_size = group_size
+        self.rollouts = rollouts
+        """astor_core.policy.rollout.Rollout, prompt-major: prompt i's G rollouts at [i*G, (i+1)*G)."""
 
     def __len__(self) -> int:
         return len(self.rollouts)

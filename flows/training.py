@@ -24,6 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
+from prefect.utilities.annotations import quote
 
 from astor_core import pipeline
 from astor_core.config import AstorConfig, load_config
@@ -188,7 +189,9 @@ def train_flow(
             started = pipeline.now()
             plan = schedule(ctx)
             batch = rollout_stage(ctx, plan)
-            rewards = score_round(pipeline.reward_chunks(ctx, batch), cfg)
+            # quote(): the round's reward dicts go to the next stages as they are; Prefect
+            # does not walk them for futures (docs/PERFORMANCE.md, "Orchestration overhead")
+            rewards = quote(score_round(pipeline.reward_chunks(ctx, batch), cfg))
             update = train_stage(ctx, batch, rewards)
             stats = recompute_utility(ctx, batch, rewards, update)
             if pipeline.eval_due(ctx):
