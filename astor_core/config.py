@@ -74,6 +74,8 @@ class TrainConfig:
     """Retries (with exponential backoff) of a failed reward chunk."""
     stage_timeout_s: float = 1800.0
     """Timeout of one stage (task run), in seconds."""
+    train_stage_tags: tuple[str, ...] = ()
+    """Prefect tags of the train-round task run, e.g. ['gpu'] with `prefect concurrency-limit create gpu 1` to cap GPU use across runs. Off by default: a tagged task run takes a concurrency lease through the API (~2 s per round on the ephemeral API here, docs/PERFORMANCE.md)."""
 
 
 @dataclass

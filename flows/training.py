@@ -102,7 +102,7 @@ def score_round(chunks: Sequence[pipeline.RewardChunk], cfg: AstorConfig) -> lis
     return reward_fanout.with_options(task_runner=runner)(chunks, cfg.train.reward_retries)
 
 
-@task(name="train-round", cache_policy=NO_CACHE, tags=["gpu"])
+@task(name="train-round", cache_policy=NO_CACHE)
 def train_round(
     ctx: pipeline.RunContext, batch: pipeline.RolloutBatch, rewards: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -183,7 +183,9 @@ def train_flow(
         retry_delay_seconds=exponential_backoff(backoff_factor=2),
         timeout_seconds=cfg.train.stage_timeout_s,
     )
-    train_stage = train_round.with_options(timeout_seconds=cfg.train.stage_timeout_s)
+    train_stage = train_round.with_options(
+        timeout_seconds=cfg.train.stage_timeout_s, tags=set(cfg.train.train_stage_tags)
+    )
     try:
         while ctx.round < cfg.train.rounds:
             started = pipeline.now()

@@ -26,18 +26,23 @@ SERIES_PER_TASK = ("utility", "learning_potential", "share", "rollouts_spent", "
 
 
 def _task_run_names(flow_run_id: str) -> set[str]:
+    return {name for name, _ in _task_runs(flow_run_id)}
+
+
+def _task_runs(flow_run_id: str) -> list[tuple[str, set[str]]]:
+    """(task name without its run suffix, tags) of every task run of a flow run."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.sorting import TaskRunSort
 
-    async def read() -> set[str]:
+    async def read() -> list[tuple[str, set[str]]]:
         async with get_client() as client:
             runs = await client.read_task_runs(
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
                 sort=TaskRunSort.EXPECTED_START_TIME_ASC,
                 limit=200,
             )
-            return {r.name.rsplit("-", 1)[0] for r in runs}
+            return [(r.name.rsplit("-", 1)[0], set(r.tags)) for r in runs]
 
     return asyncio.run(read())
 
@@ -63,6 +68,8 @@ def test_flow_tracks_every_series_every_round(prefect_harness, mini_run: Path) -
     names = _task_run_names(flow_run_id)
     for stage in ("validate-pools", "schedule", "rollout", "train-round", "recompute-utility", "evaluate", "checkpoint"):
         assert any(n.startswith(stage) for n in names), (stage, names)
+    # untagged by default: a tagged task run takes a concurrency lease (seconds per round)
+    assert all(not tags for name, tags in _task_runs(flow_run_id) if name == "train-round")
 
 
 def test_transient_reward_failure_is_retried(prefect_harness, mini_run: Path, monkeypatch) -> None:
@@ -76,9 +83,13 @@ def test_transient_reward_failure_is_retried(prefect_harness, mini_run: Path, mo
         return real(chunk)
 
     monkeypatch.setattr(pipeline, "score_chunk", flaky)
-    result = train_flow(str(mini_run), overrides=["train.rounds=1", "train.eval_every=1"])
+    result = train_flow(
+        str(mini_run), overrides=["train.rounds=1", "train.eval_every=1", "train.train_stage_tags=[gpu]"]
+    )
     assert result["rounds"] == 1
     assert calls["n"] >= 2
+    flow_run_id = MlflowClient(tracking.tracking_uri()).get_run(result["mlflow_run_id"]).data.tags["prefect.flow_run_id"]
+    assert [tags for name, tags in _task_runs(flow_run_id) if name == "train-round"] == [{"gpu"}]
 
 
 def test_permanent_failure_fails_flow_and_keeps_checkpoint(prefect_harness, mini_run: Path, monkeypatch) -> None:
