@@ -46,6 +46,22 @@ def score_items(
     }
 
 
+def eval_subset(
+    records: Sequence[Mapping[str, Any]], tasks: Sequence[str], per_task: int
+) -> dict[str, list[dict[str, Any]]]:
+    """The fixed held-out items per task: the first `per_task` by prompt_id (any pool order).
+
+    >>> recs = [{"task": "a", "prompt_id": "2"}, {"task": "a", "prompt_id": "1"}, {"task": "b", "prompt_id": "3"}]
+    >>> {t: [r["prompt_id"] for r in rs] for t, rs in eval_subset(recs, ["a", "b"], 1).items()}
+    {'a': ['1'], 'b': ['3']}
+    """
+    by_task: dict[str, list[dict[str, Any]]] = {t: [] for t in tasks}
+    for r in sorted(records, key=lambda r: str(r["prompt_id"])):
+        if r["task"] in by_task and len(by_task[r["task"]]) < per_task:
+            by_task[r["task"]].append(dict(r))
+    return by_task
+
+
 def evaluate_generate(
     generate: Generate,
     records_by_task: Mapping[str, Sequence[Mapping[str, Any]]],

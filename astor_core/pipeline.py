@@ -34,6 +34,7 @@ from astor_core import TASKS
 from astor_core.atomic import write_json_atomic
 from astor_core.calibration import Calibrator, make_calibrator
 from astor_core.config import AstorConfig
+from astor_core.evaluation import eval_subset
 from astor_core.scheduler import RoundPlan, Scheduler, make_scheduler
 from astor_core.utility import PromptFeedback, RoundFeedback
 
@@ -152,17 +153,6 @@ def scheduler_pools(
         if r["task"] in out:
             out[r["task"]].append(str(r["prompt_id"]))
     return {t: sorted(ids) for t, ids in out.items()}
-
-
-def eval_subset(
-    records: Sequence[Mapping[str, Any]], tasks: Sequence[str], per_task: int
-) -> dict[str, list[dict[str, Any]]]:
-    """The fixed held-out items per task: the first `per_task` by prompt_id."""
-    by_task: dict[str, list[dict[str, Any]]] = {t: [] for t in tasks}
-    for r in sorted(records, key=lambda r: str(r["prompt_id"])):
-        if r["task"] in by_task and len(by_task[r["task"]]) < per_task:
-            by_task[r["task"]].append(dict(r))
-    return by_task
 
 
 def open_run(cfg: AstorConfig) -> RunContext:

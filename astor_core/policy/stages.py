@@ -78,13 +78,12 @@ def update(
 
 def held_out(
     records: Sequence[Mapping[str, Any]], per_task: int
-) -> dict[str, list[Mapping[str, Any]]]:
-    """The first per_task eval records of each task (pool order), by task."""
-    by_task: dict[str, list[Mapping[str, Any]]] = {t: [] for t in TASKS}
-    for r in records:
-        if len(by_task.setdefault(r["task"], [])) < per_task:
-            by_task[r["task"]].append(r)
-    return {t: rs for t, rs in by_task.items() if rs}
+) -> dict[str, list[dict[str, Any]]]:
+    """The first per_task eval records of each task by prompt_id: the same items the training
+    flow evaluates (astor_core.evaluation.eval_subset)."""
+    from astor_core.evaluation import eval_subset
+
+    return {t: rs for t, rs in eval_subset(records, TASKS, per_task).items() if rs}
 
 
 def evaluate(

@@ -113,8 +113,8 @@ def evaluate(
 
     from astor_core import TASKS
     from astor_core.config import load_config
-    from astor_core.evaluation import macro_average
-    from astor_core.pipeline import eval_subset, evaluate_policy
+    from astor_core.evaluation import eval_subset, macro_average
+    from astor_core.pipeline import evaluate_policy
     from astor_core.policy.trainer import PolicyTrainer
 
     cfg = load_config(config, list(set_ or []))
