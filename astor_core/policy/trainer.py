@@ -65,6 +65,8 @@ class TrainerConfig:
     """Sampling temperature; log-probabilities use softmax(logits / temperature), as at rollout time."""
     use_rollout_logprobs: bool = False
     """Use the engine's log-probs as old log-probs (off-policy engines, e.g. vLLM); False: on-policy ratio 1."""
+    num_iterations: int = 1
+    """Optimiser steps per round on the same rollouts (GRPO's mu, TRL's num_iterations); above 1 the engine's log-probs are the old log-probs, so the clipped ratio bounds each further step."""
     mixed_precision: str = "no"
     """accelerate mixed precision: no, bf16 or fp16."""
     grad_last_layers: int = 1
@@ -250,7 +252,14 @@ class PolicyTrainer:
             Sample(t, list(r.prompt_ids), list(r.completion_ids), float(a), list(r.logprobs))
             for r, t, a in zip(rollouts, tasks, adv.tolist(), strict=True)
         ]
-        result = self.step(samples, betas)
+        if self.cfg.num_iterations < 1:
+            raise ValueError(f"num_iterations must be >= 1, got {self.cfg.num_iterations}")
+        old = self.cfg.use_rollout_logprobs or self.cfg.num_iterations > 1
+        result = self.step(samples, betas, use_old_logprobs=old)
+        first_grads = result.task_grads  # the on-policy gradient at this round's weights
+        for _ in range(self.cfg.num_iterations - 1):
+            result = self.step(samples, betas, use_old_logprobs=True)
+        result.task_grads = first_grads
         return {
             "advantages": adv.tolist(),
             "kl": {t: v["kl"] for t, v in result.per_task.items()},
@@ -288,7 +297,9 @@ class PolicyTrainer:
 
     # ---- forward -------------------------------------------------------------------------
 
-    def _batch_tensors(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
+    def _batch_tensors(
+        self, samples: Sequence[Sample], use_old_logprobs: bool = False
+    ) -> dict[str, torch.Tensor]:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         p_len = max(len(s.prompt_ids) for s in samples)
         c_len = max(len(s.completion_ids) for s in samples)
@@ -308,9 +319,12 @@ class PolicyTrainer:
             "attention_mask": torch.tensor(att, device=dev),
             "completion_mask": torch.tensor(cmask, device=dev),
         }
-        if self.cfg.use_rollout_logprobs:
+        if use_old_logprobs:
             if len(old) != len(samples):
-                raise ValueError("use_rollout_logprobs=True but some samples carry no old_logprobs")
+                raise ValueError(
+                    "old log-probs requested (use_rollout_logprobs or num_iterations > 1) but "
+                    "some samples carry no old_logprobs"
+                )
             out["old_logps"] = torch.tensor(old, device=dev, dtype=torch.float32)
         return out
 
@@ -357,8 +371,18 @@ class PolicyTrainer:
             ]
         )
 
-    def step(self, samples: Sequence[Sample], betas: Mapping[str, float]) -> UpdateResult:
-        """One optimiser step on `samples` with per-task KL coefficients `betas`."""
+    def step(
+        self,
+        samples: Sequence[Sample],
+        betas: Mapping[str, float],
+        use_old_logprobs: bool | None = None,
+    ) -> UpdateResult:
+        """One optimiser step on `samples` with per-task KL coefficients `betas`.
+
+        `use_old_logprobs` (default: cfg.use_rollout_logprobs) takes each sample's old_logprobs
+        as the denominator of the importance ratio; otherwise the ratio is 1 (on-policy)."""
+        if use_old_logprobs is None:
+            use_old_logprobs = self.cfg.use_rollout_logprobs
         if not samples:
             raise ValueError("PolicyTrainer.step got no samples")
         for k, s in enumerate(samples):
@@ -378,7 +402,7 @@ class PolicyTrainer:
         prev = self._subset_grad()
         total_loss = 0.0
         for task, rows in self._micro_batches(local):
-            batch = self._batch_tensors(rows)
+            batch = self._batch_tensors(rows, use_old_logprobs)
             n_c = batch["completion_mask"].size(1)
             with acc.no_sync(self.model), acc.autocast():
                 logps = self.completion_logps(

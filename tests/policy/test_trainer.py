@@ -180,3 +180,51 @@ def test_kill_during_checkpoint_write_leaves_nothing_half_written(
     assert extra == {"round": round_idx}
     with pytest.raises(ValueError, match="incomplete"):
         load_checkpoint(next(p for p in root.iterdir() if p.name.startswith(".tmp-")), trainer)
+
+
+def test_num_iterations_takes_mu_steps_with_the_rollout_logprobs_as_old(micro) -> None:
+    """GRPO's mu: the same rollouts feed num_iterations optimiser steps; the engine's log-probs
+    are the old policy, so later steps see a ratio away from 1 (and clip); the per-task
+    gradient reported is the first, on-policy one."""
+    import copy
+
+    from astor_core.policy.rollout import Rollout
+
+    model, tok = micro
+    twin = copy.deepcopy(model)
+    rng = random.Random(2)
+    vocab = model.config.vocab_size
+    probe = PolicyTrainer(copy.deepcopy(model), tok, TrainerConfig(), cpu=True)
+    rollouts = []
+    for k in range(4):
+        prompt = [rng.randrange(3, vocab) for _ in range(5)]
+        comp = [rng.randrange(3, vocab) for _ in range(4)]
+        ids = torch.tensor([prompt + comp])
+        with torch.no_grad():
+            lp = probe.completion_logps(probe.model, ids, torch.ones_like(ids), len(comp))[
+                0
+            ].tolist()
+        rollouts.append(Rollout(k // 2, "p", "c", prompt, comp, lp, "length"))
+    args = ([1.0, 0.0, 0.0, 1.0], ["a"] * 4, 2, {"a": 0.0})
+
+    mu = PolicyTrainer(
+        model, tok, TrainerConfig(learning_rate=5e-2, max_grad_norm=0.0, num_iterations=3), cpu=True
+    )
+    steps = {"n": 0}
+    real_step = mu.optimizer.step
+
+    def counting(*a, **k):
+        steps["n"] += 1
+        return real_step(*a, **k)
+
+    mu.optimizer.step = counting
+    out = mu.update(rollouts, *args)
+    assert steps["n"] == 3
+    assert out["metrics"]["clip_frac"] > 0.0
+
+    one = PolicyTrainer(twin, tok, TrainerConfig(learning_rate=5e-2, max_grad_norm=0.0), cpu=True)
+    single = one.update(rollouts, *args)
+    assert single["metrics"]["clip_frac"] == 0.0
+    torch.testing.assert_close(
+        out["task_gradients"]["a"], single["task_gradients"]["a"], rtol=1e-4, atol=1e-6
+    )
