@@ -18,17 +18,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-for key, value in {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DO_NOT_TRACK": "1",
-    "GX_ANALYTICS_ENABLED": "false",
-    "TOKENIZERS_PARALLELISM": "false",
-    "PREFECT_LOGGING_LEVEL": "WARNING",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
-}.items():
-    os.environ.setdefault(key, value)
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from flows.cli._common import quiet_env  # noqa: E402
+
+quiet_env(startup_timeout_s=180, PREFECT_LOGGING_LEVEL="WARNING")
 
 
 async def _task_runs(flow_run_id: object) -> list:

@@ -34,18 +34,12 @@ import tempfile
 import time
 from pathlib import Path
 
-for key, value in {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DO_NOT_TRACK": "1",
-    "GX_ANALYTICS_ENABLED": "false",
-    "TOKENIZERS_PARALLELISM": "false",
-    "PREFECT_LOGGING_LEVEL": "WARNING",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
-}.items():
-    os.environ.setdefault(key, value)
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from flows.cli._common import quiet_env  # noqa: E402
+
+quiet_env(startup_timeout_s=180, PREFECT_LOGGING_LEVEL="WARNING")
 
 
 def direct_run(config: str, overrides: list[str]) -> tuple[float, list[float]]:

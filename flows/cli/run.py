@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from flows.cli._common import quiet_env
+
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="params file (DVC-tracked)")]
 SetOpt = Annotated[
     list[str] | None,
@@ -15,23 +17,9 @@ SetOpt = Annotated[
 ]
 
 
-def _quiet_env() -> None:
-    """No analytics, no network: the defaults a laptop and CI need."""
-    for key, value in {
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "DVC_NO_ANALYTICS": "1",
-        "GX_ANALYTICS_ENABLED": "false",
-        "TOKENIZERS_PARALLELISM": "false",
-        # a loaded laptop can take more than Prefect's default 20 s to start the ephemeral API
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-    }.items():
-        os.environ.setdefault(key, value)
-
-
 def train(config: ConfigOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Train (or resume) one run with the scheduler named in train.scheduler."""
-    _quiet_env()
+    quiet_env()
     from flows.training import train_flow
 
     result = train_flow(config_path=str(config), overrides=list(set_ or []))
@@ -45,7 +33,7 @@ def demo(
 ) -> None:
     """The whole pipeline on the embedded default: pools, validation, tiny model, SFT warm-start,
     ASTOR RL rounds and held-out evaluation; ends with the commands that open the UIs."""
-    _quiet_env()
+    quiet_env()
     from flows.demo import run_demo
 
     result = run_demo(config, list(set_ or []), fresh=fresh)
@@ -59,7 +47,7 @@ def serve(
     set_: SetOpt = None,
 ) -> None:
     """Serve the training flow on this machine with a cron schedule (flow.serve)."""
-    _quiet_env()
+    quiet_env()
     from flows.training import train_flow
 
     train_flow.serve(
@@ -105,7 +93,7 @@ def evaluate(
     out: Annotated[Path, typer.Option(help="metrics JSON (DVC metrics file)")] = Path("metrics/eval.json"),
 ) -> None:
     """Held-out evaluation of a trained policy on the eval pools (greedy, one sample per item)."""
-    _quiet_env()
+    quiet_env()
     import json
     from dataclasses import replace
 
@@ -136,7 +124,7 @@ def bootstrap(
     set_: SetOpt = None,
 ) -> None:
     """Build the default policy from params.yaml (the DVC stages init_model and sft call this)."""
-    _quiet_env()
+    quiet_env()
     import json
 
     from astor_core.config import load_config
@@ -163,7 +151,7 @@ def compare(
     runs of one MLflow parent run, then regenerate docs/RESULTS.md from MLflow."""
     if ctx.invoked_subcommand is not None:
         return
-    _quiet_env()
+    quiet_env()
     from flows.compare import compare_flow
 
     result = compare_flow(str(config), list(set_ or []), quick=quick)
@@ -176,7 +164,7 @@ def compare_report(
     out: Annotated[Path, typer.Option(help="where the report goes")] = Path("docs/RESULTS.md"),
 ) -> None:
     """Regenerate the results report from the MLflow runs of one comparison."""
-    _quiet_env()
+    quiet_env()
     from flows.compare import write_report
 
     typer.echo(str(write_report(parent, out)))
