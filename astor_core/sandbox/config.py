@@ -69,5 +69,8 @@ class SandboxConfig:
     """Capacity asked for the result pipe of each job, so frames wait there until it ends."""
     result_poll_s: float = 0.05
     """How often a fork server drains the result pipe of a running job, in seconds."""
+    random_seed: int = 0
+    """State of `random`'s global generator when each job starts (the same in every job, so a
+    job's verdict does not depend on which fork it got)."""
     log_server_stderr: bool = False
     """Let fork servers write their own errors to this process's stderr (debugging)."""

@@ -189,6 +189,7 @@ class _Worker:
             "cache_size": config.check_cache_size,
             "result_pipe_bytes": config.result_pipe_bytes,
             "result_poll_s": config.result_poll_s,
+            "random_seed": config.random_seed,
         }
 
     def _spawn(self) -> None:

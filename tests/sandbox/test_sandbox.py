@@ -43,6 +43,24 @@ def test_statuses(box):
     assert "compile" in bad_check.details[0]
 
 
+def test_every_job_starts_from_the_same_random_state(box):
+    """A job's verdict must not depend on which fork ran it: `random` is seeded once per server
+    (SandboxConfig.random_seed), not reseeded in each child."""
+    import random
+
+    expected = repr(random.Random(SandboxConfig().random_seed).random())
+    job = Job("import random\nX = random.random()", (Check("X", "eval"),))
+    assert [o.values for o in box.run_many([job] * 6)] == [(expected,)] * 6
+
+
+def test_syntax_errors_are_reported_with_their_reason(box):
+    out = box.run(Job("x = (1,\n", (Check("pass"),)))
+    assert out.status == "syntax_error" and "SyntaxError" in out.detail
+    assert box.run(Job("x = 1\0", (Check("pass"),))).status == "syntax_error"
+    assert box.run(Job("x = " + "(" * 300 + ")" * 300, (Check("pass"),))).status == "syntax_error"
+    assert box.run(Job("pass", (Check("pass"),))).all_passed  # the server is still serving
+
+
 def test_setup_runs_before_program_and_outputs_are_kept(box):
     out = box.run(Job("print('hello', VALUE)", (Check("assert VALUE == 3"),), setup="VALUE = 3"))
     assert out.all_passed and out.stdout == "hello 3\n"
