@@ -216,9 +216,11 @@ class RolloutBatch:
 
 @dataclass(frozen=True)
 class RewardChunk:
-    """A slice of a round's completions to score: plain, serialisable (ships to Dask)."""
+    """A slice of a round's completions to score: plain, serialisable (ships to Dask). One
+    chunk may hold several tasks: each completion is scored by its own task's verifier."""
 
-    task: str
+    tasks: list[str]
+    """Task of each completion."""
     records: list[dict[str, Any]]
     completions: list[str]
     indices: list[int]
@@ -249,41 +251,50 @@ def _round_seed(ctx: RunContext) -> int:
 
 
 def reward_chunks(ctx: RunContext, batch: RolloutBatch) -> list[RewardChunk]:
-    """Split a round's completions into per-task chunks of at most reward_chunk_size."""
+    """Split a round's completions into chunks of at most reward_chunk_size, one task after
+    another (a chunk may span two tasks, so a round costs ceil(n / size) reward task runs)."""
     size = max(1, int(ctx.cfg.train.reward_chunk_size))
-    by_task: dict[str, list[int]] = {}
-    for i, task in enumerate(batch.tasks_per_sample()):
-        by_task.setdefault(task, []).append(i)
+    tasks = batch.tasks_per_sample()
+    order = sorted(range(len(tasks)), key=lambda i: (tasks[i], i))
     rewards_cfg = asdict(ctx.cfg.rewards)
     sandbox_cfg = asdict(ctx.cfg.sandbox)
-    chunks: list[RewardChunk] = []
-    for task, idx in by_task.items():
-        for start in range(0, len(idx), size):
-            part = idx[start : start + size]
-            chunks.append(
-                RewardChunk(
-                    task=task,
-                    records=[ctx.train_records[batch.items[i // batch.group_size]] for i in part],
-                    completions=[batch.rollouts[i].completion for i in part],
-                    indices=part,
-                    rewards_config=rewards_cfg,
-                    sandbox_config=sandbox_cfg,
-                )
-            )
-    return chunks
+    return [
+        RewardChunk(
+            tasks=[tasks[i] for i in part],
+            records=[ctx.train_records[batch.items[i // batch.group_size]] for i in part],
+            completions=[batch.rollouts[i].completion for i in part],
+            indices=part,
+            rewards_config=rewards_cfg,
+            sandbox_config=sandbox_cfg,
+        )
+        for part in (order[start : start + size] for start in range(0, len(order), size))
+    ]
 
 
 def score_chunk(chunk: RewardChunk) -> list[dict[str, Any]]:
-    """Score one chunk with its task's verifier in the sandbox; one plain dict per completion."""
+    """Score one chunk, each task's completions with its verifier in the sandbox; one plain
+    dict per completion, in the chunk's order."""
     from astor_core.config import build_section
     from astor_core.tasks import RewardConfig, get_task
 
-    task = get_task(chunk.task, build_section(RewardConfig, chunk.rewards_config, "rewards"))
-    rewards = task.score_batch(chunk.records, chunk.completions, sandbox_for(chunk.sandbox_config))
-    return [
-        {"index": i, "value": float(r.value), "reason": r.reason, "passed": bool(r.passed)}
-        for i, r in zip(chunk.indices, rewards, strict=True)
-    ]
+    rewards_cfg = build_section(RewardConfig, chunk.rewards_config, "rewards")
+    box = sandbox_for(chunk.sandbox_config)
+    positions: dict[str, list[int]] = {}
+    for pos, name in enumerate(chunk.tasks):
+        positions.setdefault(name, []).append(pos)
+    out: list[dict[str, Any] | None] = [None] * len(chunk.tasks)
+    for name, where in positions.items():
+        rewards = get_task(name, rewards_cfg).score_batch(
+            [chunk.records[p] for p in where], [chunk.completions[p] for p in where], box
+        )
+        for p, r in zip(where, rewards, strict=True):
+            out[p] = {
+                "index": chunk.indices[p],
+                "value": float(r.value),
+                "reason": r.reason,
+                "passed": bool(r.passed),
+            }
+    return out  # type: ignore[return-value]
 
 
 _SANDBOXES: dict[str, Any] = {}

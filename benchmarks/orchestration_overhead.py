@@ -104,6 +104,9 @@ def main() -> None:
     cfg = load_config(args.config, args.overrides)
     work = Path(tempfile.mkdtemp(prefix="astor-orch-"))
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
+    # a fresh Prefect database, so the figure does not depend on how many runs the user's
+    # ~/.prefect already holds (Prefect reads PREFECT_HOME when it is first imported)
+    os.environ["PREFECT_HOME"] = str(work / "prefect")
     load_before = os.getloadavg()
     rows: dict[str, dict[str, list[float]]] = {
         side: {"total": [], "rounds": []} for side in ("direct", "flow")

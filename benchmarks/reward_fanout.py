@@ -68,7 +68,7 @@ def make_chunks(records: list[dict], completions: list[str], size: int) -> list:
     n = len(records)
     return [
         RewardChunk(
-            task="code_generation",
+            tasks=["code_generation"] * len(records[i : i + size]),
             records=records[i : i + size],
             completions=completions[i : i + size],
             indices=list(range(i, min(i + size, n))),

@@ -193,7 +193,7 @@ def test_dask_fanout_matches_thread_runner(prefect_api) -> None:
     n = len(records)
     chunks = [
         RewardChunk(
-            task="code_generation",
+            tasks=["code_generation"] * len(records[i : i + 3]),
             records=records[i : i + 3],
             completions=completions[i : i + 3],
             indices=list(range(i, min(i + 3, n))),

@@ -19,6 +19,12 @@ def quiet_env(startup_timeout_s: int = 120, **extra: str) -> None:
         "TOKENIZERS_PARALLELISM": "false",
         # a loaded laptop can take more than Prefect's default 20 s to start the ephemeral API
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": str(startup_timeout_s),
+        # A temporary API server started by this process (no PREFECT_API_URL) serves one run:
+        # no automations to evaluate and no UI subscribed to its event stream, so those
+        # services would only take CPU from the training (docs/PERFORMANCE.md). A real
+        # server (PREFECT_API_URL) keeps its own settings.
+        "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
+        "PREFECT_SERVER_EVENTS_STREAM_OUT_ENABLED": "false",
         **extra,
     }.items():
         os.environ.setdefault(key, value)
