@@ -91,6 +91,7 @@ def main() -> None:
         scheduler = make_scheduler("uniform", pools, sched_cfg, seed)
         curve = [{"round": 0, "eval": sft_eval}]
         train_reward = []
+        train_by_task: list[dict[str, float]] = []
         t0 = time.perf_counter()
         for rnd in range(args.rounds):
             plan = scheduler.plan(rnd)
@@ -115,6 +116,10 @@ def main() -> None:
                 )
             )
             train_reward.append(sum(rewards) / len(rewards))
+            per_task: dict[str, list[float]] = {}
+            for i, (t, _) in enumerate(plan.items):
+                per_task.setdefault(t, []).extend(rewards[i * G : (i + 1) * G])
+            train_by_task.append({t: sum(v) / len(v) for t, v in per_task.items()})
             if (rnd + 1) % args.eval_every == 0 or rnd + 1 == args.rounds:
                 table = evaluate(
                     trainer.unwrapped_model,
@@ -125,8 +130,10 @@ def main() -> None:
                     sandbox=sandbox,
                 )
                 curve.append({"round": rnd + 1, "eval": table})
+            by_task = " ".join(f"{t[:6]} {v:.3f}" for t, v in sorted(train_by_task[-1].items()))
             print(
-                f"seed {seed} round {rnd + 1}: train reward {train_reward[-1]:.3f} ({time.perf_counter() - t0:.0f}s)",
+                f"seed {seed} round {rnd + 1}: train reward {train_reward[-1]:.3f} ({by_task}) "
+                f"({time.perf_counter() - t0:.0f}s)",
                 flush=True,
             )
         final = curve[-1]["eval"]
@@ -134,6 +141,7 @@ def main() -> None:
         results["seeds"][str(seed)] = {
             "curve": curve,
             "train_reward": train_reward,
+            "train_reward_by_task": train_by_task,
             "improved": improved,
         }
         print(f"seed {seed}: improved over SFT on {len(improved)}/4 tasks: {improved}", flush=True)
