@@ -33,7 +33,6 @@ Writes the figures to docs/PERFORMANCE.md ("Orchestration overhead").
 from __future__ import annotations
 
 import argparse
-import asyncio
 import itertools
 import os
 import shutil
@@ -91,18 +90,10 @@ def flow_run(config: str, overrides: list[str]) -> tuple[float, list[float], lis
     result = state.result()
     history = MlflowClient().get_metric_history(result["mlflow_run_id"], "round_time_s")
     ends = [m.timestamp / 1000.0 for m in sorted(history, key=lambda m: m.step)]
-    runs = asyncio.run(_task_runs(state.state_details.flow_run_id))
+    from benchmarks.flow_timeline import task_runs
+
+    runs = task_runs(state.state_details.flow_run_id)
     return total, ends, critical_path_gaps(runs, ends)
-
-
-async def _task_runs(flow_run_id: object) -> list:
-    from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    async with get_client() as client:
-        return await client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), limit=200
-        )
 
 
 def critical_path_gaps(runs: list, ends: list[float]) -> list[float]:

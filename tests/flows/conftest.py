@@ -10,21 +10,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from flows.cli._common import quiet_env
+
 REPO = Path(__file__).resolve().parents[2]
 
 _PREFECT_HOME = tempfile.mkdtemp(prefix="astor-prefect-home-")
-for _key, _value in {
-    "PREFECT_HOME": _PREFECT_HOME,
-    "PREFECT_LOCAL_STORAGE_PATH": os.path.join(_PREFECT_HOME, "storage"),
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DO_NOT_TRACK": "1",
-    "DVC_NO_ANALYTICS": "1",
-    "GX_ANALYTICS_ENABLED": "false",
-    "TOKENIZERS_PARALLELISM": "false",
-    "PREFECT_LOGGING_LEVEL": "WARNING",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
-}.items():
-    os.environ[_key] = _value
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ["PREFECT_LOCAL_STORAGE_PATH"] = os.path.join(_PREFECT_HOME, "storage")
+# the CLI's own defaults (no analytics, the API server's settings), before Prefect is imported
+quiet_env(startup_timeout_s=180, PREFECT_LOGGING_LEVEL="WARNING")
 
 
 def mini_params(root: Path) -> dict:

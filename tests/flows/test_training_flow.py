@@ -36,12 +36,21 @@ def _task_runs(flow_run_id: str) -> list[tuple[str, set[str]]]:
     from prefect.client.schemas.sorting import TaskRunSort
 
     async def read() -> list[tuple[str, set[str]]]:
+        # the API server records task runs in batches (flows.cli._common.quiet_env): read
+        # until two reads agree and every run has ended
         async with get_client() as client:
-            runs = await client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
-                sort=TaskRunSort.EXPECTED_START_TIME_ASC,
-                limit=200,
-            )
+            seen = None
+            for _ in range(40):
+                runs = await client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                    sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+                    limit=200,
+                )
+                now = [(r.id, r.end_time) for r in runs]
+                if now == seen and all(end is not None for _, end in now):
+                    break
+                seen = now
+                await asyncio.sleep(0.5)
             return [(r.name.rsplit("-", 1)[0], set(r.tags)) for r in runs]
 
     return asyncio.run(read())
