@@ -77,23 +77,41 @@ def direct_run(config: str, overrides: list[str]) -> tuple[float, list[float]]:
     return time.time() - t0, ends
 
 
-def flow_run(config: str, overrides: list[str]) -> tuple[float, list[float], list[float]]:
+def api_server_cpu_s() -> float:
+    """CPU seconds used so far by the temporary Prefect API server (this process's uvicorn
+    child), 0 when there is none (PREFECT_API_URL set)."""
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "prefect.server.api.server:create_app" in " ".join(child.cmdline()):
+                times = child.cpu_times()
+                return times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return 0.0
+
+
+def flow_run(config: str, overrides: list[str]) -> tuple[float, list[float], list[float], float]:
     """Total wall time, the end time of each round (MLflow timestamp of its logged metrics),
-    and each round's orchestration time on the critical path (see `critical_path_gaps`)."""
+    each round's orchestration time on the critical path (see `critical_path_gaps`), and
+    the CPU seconds the API server used during the run."""
     from mlflow.tracking import MlflowClient
 
     from flows.training import train_flow
 
+    cpu0 = api_server_cpu_s()
     t0 = time.time()
     state = train_flow(config, overrides, return_state=True)
     total = time.time() - t0
+    server_cpu = api_server_cpu_s() - cpu0
     result = state.result()
     history = MlflowClient().get_metric_history(result["mlflow_run_id"], "round_time_s")
     ends = [m.timestamp / 1000.0 for m in sorted(history, key=lambda m: m.step)]
     from benchmarks.flow_timeline import task_runs
 
     runs = task_runs(state.state_details.flow_run_id)
-    return total, ends, critical_path_gaps(runs, ends)
+    return total, ends, critical_path_gaps(runs, ends), server_cpu
 
 
 def critical_path_gaps(runs: list, ends: list[float]) -> list[float]:
@@ -168,6 +186,7 @@ def main() -> None:
     totals: dict[str, list[float]] = {"direct": [], "flow": []}
     rounds_of: dict[str, list[list[float]]] = {"direct": [], "flow": []}
     gaps: list[float] = []
+    server_cpus: list[float] = []
     try:
         for rep in range(args.repeats):
             for side in ("direct", "flow"):
@@ -178,8 +197,9 @@ def main() -> None:
                 if side == "direct":
                     total, ends = direct_run(args.config, over)
                 else:
-                    total, ends, round_gaps = flow_run(args.config, over)
+                    total, ends, round_gaps, server_cpu = flow_run(args.config, over)
                     gaps += round_gaps[1:]
+                    server_cpus.append(server_cpu)
                 totals[side].append(total)
                 rounds_of[side].append(round_times(ends))
                 print(
@@ -210,6 +230,8 @@ def main() -> None:
     per_round = statistics.median(paired)
     quartiles = statistics.quantiles(paired, n=4)
     gap = statistics.median(gaps)
+    server_round = statistics.median(server_cpus) / rounds
+    cores = os.cpu_count() or 1
     fixed_extra = f_fixed - d_fixed
     overall = (f_total - d_total) / d_total
     load_after = os.getloadavg()
@@ -233,7 +255,10 @@ def main() -> None:
         f"{(f_round - d_round) * 1000:+.0f} ms per round). Orchestration on the critical path "
         f"(Prefect's task-run timeline: a round's wall time minus the time some task run was "
         f"running): **{gap * 1000:.0f} ms per round, {gap / f_round:.1%}** of the flow's mean "
-        f"round (median over {len(gaps)} rounds). Target: under 3%. "
+        f"round (median over {len(gaps)} rounds). The temporary API server used "
+        f"{server_round:.2f} CPU-s per round (its whole run over the rounds, start-up excluded: "
+        f"at most {server_round / (cores * f_round):.1%} of the {cores} cores' capacity in a "
+        f"round, taken from the compute or from idle cores). Target: under 3%. "
         f"Fixed cost of the orchestration per run: {fixed_extra:+.1f} s (MLflow run, params, pool "
         f"and policy artefacts, the flow's pool validation cached), {fixed_extra / rounds:+.1f} s per "
         f"round over the demo's {rounds} rounds; whole run {overall:+.1%} (medians over "

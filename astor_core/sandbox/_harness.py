@@ -41,6 +41,7 @@ import warnings  # noqa: E402
 # Captured references: the child uses only these after the candidate has run.
 _write = os.write
 _exit = os._exit
+_register_at_fork = os.register_at_fork
 _type = type
 _len = len
 _repr = repr
@@ -741,7 +742,7 @@ def _register_at_fork_but_reseed(**hooks) -> None:
         hooks.pop("after_in_child")
         if not hooks:
             return
-    os.register_at_fork(**hooks)
+    _register_at_fork(**hooks)
 
 
 def _warm_helpers() -> None:
@@ -764,14 +765,13 @@ def _prepare_server(settings: dict) -> None:
     """Everything the job child would otherwise redo on every fork, done once before forking."""
     global _MODULE_TABLE, _HOOK
     warnings.simplefilter("ignore")  # placeholder constants look like calls of str literals
-    register_at_fork = os.register_at_fork
     os.register_at_fork = _register_at_fork_but_reseed
     try:
         for name in (*sys.builtin_module_names, *settings["preload"]):
             with contextlib.suppress(ImportError):
                 __import__(name)
     finally:
-        os.register_at_fork = register_at_fork
+        os.register_at_fork = _register_at_fork
     if "random" in sys.modules:  # every job starts from this state: the same job, the same run
         sys.modules["random"].seed(settings["random_seed"])
     _warm_helpers()

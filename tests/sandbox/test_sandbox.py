@@ -53,6 +53,15 @@ def test_every_job_starts_from_the_same_random_state(box):
     assert [o.values for o in box.run_many([job] * 6)] == [(expected,)] * 6
 
 
+def test_preloaded_modules_keep_their_other_fork_hooks():
+    """Only random's reseed is dropped while the server preloads: threading registers its own
+    after-fork hook, which must still be installed (and the server must start)."""
+    config = SandboxConfig(preload_modules=(*SandboxConfig().preload_modules, "threading"))
+    with Sandbox(workers=1, config=config) as box:
+        job = Job("import threading\nN = threading.active_count()", (Check("N", "eval"),))
+        assert box.run(job).values == ("1",)
+
+
 def test_syntax_errors_are_reported_with_their_reason(box):
     out = box.run(Job("x = (1,\n", (Check("pass"),)))
     assert out.status == "syntax_error" and "SyntaxError" in out.detail
