@@ -94,8 +94,11 @@ def evaluate(
     params: SamplingParams = SamplingParams(temperature=0.0, max_new_tokens=96),
     rollout: RolloutConfig = RolloutConfig(),
     sandbox: Any = None,
+    samples: int = 1,
 ) -> dict[str, dict[str, float]]:
-    """Held-out mean reward and solve rate per task (one completion per item, greedy by default)."""
+    """Held-out mean reward and solve rate per task, over `samples` completions per item
+    (greedy and one completion by default; with sampling params and samples > 1, the expected
+    reward of the sampling policy, i.e. mean@samples)."""
     from astor_core.evaluation import evaluate_generate
 
     engine = TransformersEngine(model, tokenizer, rollout)
@@ -103,4 +106,7 @@ def evaluate(
     def generate(prompts: list[str]) -> list[str]:
         return [r.completion for r in engine.generate(prompts, 1, params)]
 
-    return evaluate_generate(generate, held_out(records, per_task), sandbox=sandbox)
+    items = {
+        t: [r for r in rs for _ in range(samples)] for t, rs in held_out(records, per_task).items()
+    }
+    return evaluate_generate(generate, items, sandbox=sandbox)
