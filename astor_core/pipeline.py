@@ -272,29 +272,22 @@ def reward_chunks(ctx: RunContext, batch: RolloutBatch) -> list[RewardChunk]:
 
 
 def score_chunk(chunk: RewardChunk) -> list[dict[str, Any]]:
-    """Score one chunk, each task's completions with its verifier in the sandbox; one plain
+    """Score one chunk, each completion with its task's verifier in the sandbox; one plain
     dict per completion, in the chunk's order."""
     from astor_core.config import build_section
-    from astor_core.tasks import RewardConfig, get_task
+    from astor_core.tasks import RewardConfig, score_mixed
 
-    rewards_cfg = build_section(RewardConfig, chunk.rewards_config, "rewards")
-    box = sandbox_for(chunk.sandbox_config)
-    positions: dict[str, list[int]] = {}
-    for pos, name in enumerate(chunk.tasks):
-        positions.setdefault(name, []).append(pos)
-    out: list[dict[str, Any] | None] = [None] * len(chunk.tasks)
-    for name, where in positions.items():
-        rewards = get_task(name, rewards_cfg).score_batch(
-            [chunk.records[p] for p in where], [chunk.completions[p] for p in where], box
-        )
-        for p, r in zip(where, rewards, strict=True):
-            out[p] = {
-                "index": chunk.indices[p],
-                "value": float(r.value),
-                "reason": r.reason,
-                "passed": bool(r.passed),
-            }
-    return out  # type: ignore[return-value]
+    rewards = score_mixed(
+        chunk.tasks,
+        chunk.records,
+        chunk.completions,
+        sandbox_for(chunk.sandbox_config),
+        build_section(RewardConfig, chunk.rewards_config, "rewards"),
+    )
+    return [
+        {"index": i, "value": float(r.value), "reason": r.reason, "passed": bool(r.passed)}
+        for i, r in zip(chunk.indices, rewards, strict=True)
+    ]
 
 
 _SANDBOXES: dict[str, Any] = {}

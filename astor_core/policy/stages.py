@@ -46,21 +46,13 @@ def score_rollouts(
     records: Sequence[Mapping[str, Any]], rollouts: Sequence[Rollout], sandbox: Any = None
 ) -> list[float]:
     """Reward of each rollout from its record's task verifier (one score_batch call per task)."""
-    from astor_core.tasks import get_task
+    from astor_core.tasks import score_mixed
 
-    by_task: dict[str, list[int]] = {}
-    for k, r in enumerate(rollouts):
-        by_task.setdefault(records[r.prompt_index]["task"], []).append(k)
-    values = [0.0] * len(rollouts)
-    for task, idx in by_task.items():
-        scored = get_task(task).score_batch(
-            [records[rollouts[k].prompt_index] for k in idx],
-            [rollouts[k].completion for k in idx],
-            sandbox,
-        )
-        for k, rew in zip(idx, scored, strict=True):
-            values[k] = float(rew.value)
-    return values
+    prompts = [records[r.prompt_index] for r in rollouts]
+    rewards = score_mixed(
+        [p["task"] for p in prompts], prompts, [r.completion for r in rollouts], sandbox
+    )
+    return [float(r.value) for r in rewards]
 
 
 def update(

@@ -8,8 +8,9 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from astor_core import TASKS
 from astor_core.tasks.base import REASONS, RecordError, Reward, Task
@@ -54,6 +55,32 @@ def get_task(name: str, config: RewardConfig | None = None) -> Task:
     return REGISTRY[name](config or RewardConfig())
 
 
+def score_mixed(
+    tasks: Sequence[str],
+    records: Sequence[Mapping[str, Any]],
+    completions: Sequence[str],
+    sandbox: Any = None,
+    config: RewardConfig | None = None,
+) -> list[Reward]:
+    """Reward of each completion from its own task's verifier (completions of several tasks
+    in any order; one `score_batch` per task), in input order.
+
+    >>> [r.value for r in score_mixed([], [], [])]
+    []
+    """
+    where: dict[str, list[int]] = {}
+    for pos, name in enumerate(tasks):
+        where.setdefault(name, []).append(pos)
+    out: list[Reward | None] = [None] * len(tasks)
+    for name, positions in where.items():
+        rewards = get_task(name, config).score_batch(
+            [records[p] for p in positions], [completions[p] for p in positions], sandbox
+        )
+        for p, reward in zip(positions, rewards, strict=True):
+            out[p] = reward
+    return out  # type: ignore[return-value]
+
+
 __all__ = [
     "REASONS",
     "REGISTRY",
@@ -68,5 +95,6 @@ __all__ = [
     "Task",
     "UnitTestConfig",
     "get_task",
+    "score_mixed",
     "split_humaneval_tests",
 ]
