@@ -31,6 +31,20 @@ QUIET_ENV: Mapping[str, str] = {
 }
 """Environment every child gets: no analytics or telemetry calls (the machine may be offline)."""
 
+EPHEMERAL_SERVER_ENV: Mapping[str, str] = {
+    # The temporary API server a local run starts (no PREFECT_API_URL) serves that one run:
+    # no automations to evaluate and no UI subscribed to its event stream, so those services
+    # would only take CPU from the training (docs/PERFORMANCE.md, "Orchestration overhead").
+    "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
+    "PREFECT_SERVER_EVENTS_STREAM_OUT_ENABLED": "false",
+    # Task runs recorded in batches (Prefect's default is one database transaction per state
+    # event): about half that server's CPU per round; a task run is stored <= 1 s later, and
+    # the server's shutdown flushes the rest.
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "50",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
+}
+"""Settings for the ephemeral API server only; a real `prefect server` keeps Prefect's own."""
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -197,7 +211,7 @@ def prefect_server(home: Path, config: ServerConfig = ServerConfig()) -> LocalSe
             # the UI's JavaScript calls this URL; its default is the standard port 4200
             "PREFECT_UI_API_URL": f"{base}/api",
         },
-        drop=["PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILES_PATH"],
+        drop=["PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILES_PATH", *EPHEMERAL_SERVER_ENV],
     )
     argv = [sys.executable, "-m", "prefect", "server", "start", "--host", config.host]
     argv += ["--port", str(port)]

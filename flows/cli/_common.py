@@ -8,28 +8,17 @@ import typer
 
 
 def quiet_env(startup_timeout_s: int = 120, **extra: str) -> None:
-    """No analytics, no network: the defaults a laptop and CI need (set before Prefect,
-    MLflow or great-expectations is imported; values already in the environment win).
-    `extra` adds more defaults, e.g. PREFECT_LOGGING_LEVEL="WARNING" for benchmarks."""
+    """No analytics, no network (flows.servers.QUIET_ENV), and the ephemeral API server's
+    settings (flows.servers.EPHEMERAL_SERVER_ENV): the defaults a laptop and CI need, set
+    before Prefect, MLflow or great-expectations is imported; values already in the
+    environment win. `extra` adds more defaults, e.g. PREFECT_LOGGING_LEVEL="WARNING"."""
+    from flows.servers import EPHEMERAL_SERVER_ENV, QUIET_ENV
+
     for key, value in {
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "DVC_NO_ANALYTICS": "1",
-        "GX_ANALYTICS_ENABLED": "false",
-        "TOKENIZERS_PARALLELISM": "false",
+        **QUIET_ENV,
         # a loaded laptop can take more than Prefect's default 20 s to start the ephemeral API
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": str(startup_timeout_s),
-        # A temporary API server started by this process (no PREFECT_API_URL) serves one run:
-        # no automations to evaluate and no UI subscribed to its event stream, so those
-        # services would only take CPU from the training (docs/PERFORMANCE.md). A real
-        # server (PREFECT_API_URL) keeps its own settings.
-        "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
-        "PREFECT_SERVER_EVENTS_STREAM_OUT_ENABLED": "false",
-        # Record task runs in batches (Prefect's default writes one transaction per state
-        # event): about half the server's CPU per round; the UI sees a task run <= 1 s later,
-        # and the server's shutdown flushes the rest.
-        "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "50",
-        "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
+        **EPHEMERAL_SERVER_ENV,
         **extra,
     }.items():
         os.environ.setdefault(key, value)
