@@ -12,11 +12,9 @@ overhead: where it goes" come from this command.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -24,33 +22,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flows.cli._common import quiet_env  # noqa: E402
 
 quiet_env(startup_timeout_s=180, PREFECT_LOGGING_LEVEL="WARNING")
-
-
-async def _read_task_runs(flow_run_id: object) -> list:
-    from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    async with get_client() as client:
-        runs = await client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), limit=200
-        )
-    return sorted(runs, key=lambda r: r.start_time or r.expected_start_time)
-
-
-def task_runs(flow_run_id: object, settle_s: float = 1.5, timeout_s: float = 30.0) -> list:
-    """The flow run's task runs, sorted by start, once the API server has recorded them all:
-    it records task-run events in batches (PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_*), so
-    read until two reads `settle_s` apart agree and every run has ended."""
-    deadline = time.monotonic() + timeout_s
-    runs = asyncio.run(_read_task_runs(flow_run_id))
-    while time.monotonic() < deadline:
-        time.sleep(settle_s)
-        again = asyncio.run(_read_task_runs(flow_run_id))
-        done = all(r.end_time is not None for r in again)
-        if done and [(r.id, r.end_time) for r in again] == [(r.id, r.end_time) for r in runs]:
-            return again
-        runs = again
-    return runs
 
 
 def main() -> None:
@@ -65,7 +36,9 @@ def main() -> None:
 
     overrides = [f"train.run_dir={work}/run", f"train.rounds={args.rounds}", *args.overrides]
     state = train_flow(args.config, overrides, return_state=True)
-    runs = task_runs(state.state_details.flow_run_id)
+    from flows.servers import recorded_task_runs
+
+    runs = recorded_task_runs(state.state_details.flow_run_id)
     t0 = runs[0].start_time
     prev_end = None
     print(f"{'task run':36s} {'start s':>8s} {'dur s':>7s} {'gap s':>7s}")

@@ -108,9 +108,9 @@ def flow_run(config: str, overrides: list[str]) -> tuple[float, list[float], lis
     result = state.result()
     history = MlflowClient().get_metric_history(result["mlflow_run_id"], "round_time_s")
     ends = [m.timestamp / 1000.0 for m in sorted(history, key=lambda m: m.step)]
-    from benchmarks.flow_timeline import task_runs
+    from flows.servers import recorded_task_runs
 
-    runs = task_runs(state.state_details.flow_run_id)
+    runs = recorded_task_runs(state.state_details.flow_run_id)
     return total, ends, critical_path_gaps(runs, ends), server_cpu
 
 

@@ -46,6 +46,34 @@ EPHEMERAL_SERVER_ENV: Mapping[str, str] = {
 """Settings for the ephemeral API server only; a real `prefect server` keeps Prefect's own."""
 
 
+def recorded_task_runs(flow_run_id: object, settle_s: float = 0.5, timeout_s: float = 30.0) -> list:
+    """A flow run's task runs, sorted by start, once the API server has recorded them all:
+    it records task-run events in batches (:data:`EPHEMERAL_SERVER_ENV`), so read until two
+    reads `settle_s` apart agree and every run has ended (or `timeout_s` passes)."""
+    import asyncio
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def read() -> list:
+        async with get_client() as client:
+            seen = None
+            deadline = time.monotonic() + timeout_s
+            while True:
+                runs = await client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                    limit=200,
+                )
+                now = [(r.id, r.end_time) for r in runs]
+                settled = now == seen and all(end is not None for _, end in now)
+                if settled or time.monotonic() > deadline:
+                    return sorted(runs, key=lambda r: r.start_time or r.expected_start_time)
+                seen = now
+                await asyncio.sleep(settle_s)
+
+    return asyncio.run(read())
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """How local servers are started, awaited and stopped."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -31,29 +30,9 @@ def _task_run_names(flow_run_id: str) -> set[str]:
 
 def _task_runs(flow_run_id: str) -> list[tuple[str, set[str]]]:
     """(task name without its run suffix, tags) of every task run of a flow run."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from prefect.client.schemas.sorting import TaskRunSort
+    from flows.servers import recorded_task_runs
 
-    async def read() -> list[tuple[str, set[str]]]:
-        # the API server records task runs in batches (flows.cli._common.quiet_env): read
-        # until two reads agree and every run has ended
-        async with get_client() as client:
-            seen = None
-            for _ in range(40):
-                runs = await client.read_task_runs(
-                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
-                    sort=TaskRunSort.EXPECTED_START_TIME_ASC,
-                    limit=200,
-                )
-                now = [(r.id, r.end_time) for r in runs]
-                if now == seen and all(end is not None for _, end in now):
-                    break
-                seen = now
-                await asyncio.sleep(0.5)
-            return [(r.name.rsplit("-", 1)[0], set(r.tags)) for r in runs]
-
-    return asyncio.run(read())
+    return [(r.name.rsplit("-", 1)[0], set(r.tags)) for r in recorded_task_runs(flow_run_id)]
 
 
 def test_flow_tracks_every_series_every_round(prefect_harness, mini_run: Path) -> None:
