@@ -60,8 +60,10 @@ class TrainConfig:
     """MLflow experiment name."""
     parent_run_id: str = ""
     """MLflow run this run is a child of ('' for none; `astor compare` sets it)."""
-    reward_chunk_size: int = 64
-    """Rollouts per reward task run (the unit of reward fan-out)."""
+    reward_chunk_size: int = 128
+    """Rollouts per reward task run (the unit of reward fan-out and of its retries). One chunk
+    already spreads over the sandbox's workers, so locally more chunks per round only add
+    task runs; smaller chunks pay off across machines (task_runner 'dask')."""
     task_runner: str = "thread"
     """Task runner for the reward fan-out: 'thread' (local) or 'dask' (local Dask cluster or address)."""
     task_runner_workers: int = 2

@@ -22,8 +22,11 @@ initialisation). Two per-round figures are reported against the 3% target:
 
 The fixed start-up and finish cost (Prefect's ephemeral API start, MLflow run creation, the
 artefact uploads) is reported separately, per run and spread over the demo's rounds. The two
-sides alternate, so that changes of machine load hit both alike; the flow side uses a fresh
-Prefect home (PREFECT_HOME) in the temporary folder.
+sides alternate in a counterbalanced order (direct then flow in even repeats, flow then direct
+in odd ones), so that neither side is always the first run of the process or the one after
+the other (a probe of stage times found the process's first run up to 15% faster than its
+later ones), and changes of machine load hit both alike; the flow side uses a fresh Prefect
+home (PREFECT_HOME) in the temporary folder.
 
     .venv/bin/python benchmarks/orchestration_overhead.py [--repeats 4] [--config params.yaml]
 
@@ -189,7 +192,7 @@ def main() -> None:
     server_cpus: list[float] = []
     try:
         for rep in range(args.repeats):
-            for side in ("direct", "flow"):
+            for side in ("direct", "flow") if rep % 2 == 0 else ("flow", "direct"):
                 over = args.overrides + [
                     f"train.run_dir={work}/{side}-{rep}",
                     "train.experiment=astor-orch-bench",

@@ -22,6 +22,7 @@ from typing import Any
 import mlflow
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
+from mlflow.utils.async_logging.run_operations import RunOperations
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 """Backend used when MLFLOW_TRACKING_URI is not set: a SQLite file in the working directory."""
@@ -110,6 +111,7 @@ class RunTracker:
             run_id = run.info.run_id
         self.run_id = run_id
         self.experiment_id = exp_id
+        self._in_flight: list[RunOperations] = []
 
     @property
     def url(self) -> str:
@@ -128,14 +130,31 @@ class RunTracker:
 
     def logged_steps(self, key: str) -> set[int]:
         """Steps already present for one metric key."""
+        self.flush()
         return {m.step for m in self.client.get_metric_history(self.run_id, key)}
 
     def log_round(self, step: int, metrics: Mapping[str, float]) -> None:
-        """Log one round's metrics at `step` in batches (MLflow takes <= 1000 per call)."""
+        """Log one round's metrics at `step` in batches (MLflow takes <= 1000 per call).
+
+        Through MLflow's asynchronous logging, so the write is off the round's critical path;
+        the previous round's write is awaited first (at most one round in flight, and a failed
+        write surfaces one round later at the latest). A crash that loses the round in flight
+        is repaired on resume: its metrics are in the checkpoint (see :func:`missing_steps`).
+        """
+        self.flush()
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         for i in range(0, len(batch), 1000):
-            self.client.log_batch(self.run_id, metrics=batch[i : i + 1000])
+            ops = self.client.log_batch(
+                self.run_id, metrics=batch[i : i + 1000], synchronous=False
+            )
+            self._in_flight.append(ops)
+
+    def flush(self) -> None:
+        """Wait for the asynchronous metric writes; raise if one of them failed."""
+        in_flight, self._in_flight = self._in_flight, []
+        for ops in in_flight:
+            ops.wait()
 
     def log_dict(self, obj: Any, artifact_file: str) -> None:
         self.client.log_dict(self.run_id, obj, artifact_file)
@@ -166,6 +185,17 @@ class RunTracker:
                 self.log_artifact(path, "plots")
 
     def terminate(self, status: str = "FINISHED") -> None:
+        """End the run once its metric writes are in. A failed write ends it FAILED: raised
+        on a successful run, only warned about when the caller is already failing (its own
+        error is the one to report; resume re-logs the lost rounds from the checkpoints)."""
+        try:
+            self.flush()
+        except Exception as exc:
+            self.client.set_terminated(self.run_id, status="FAILED")
+            if status == "FINISHED":
+                raise
+            warnings.warn(f"MLflow metric write failed: {exc}", stacklevel=2)
+            return
         self.client.set_terminated(self.run_id, status=status)
 
 
