@@ -145,9 +145,7 @@ class RunTracker:
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         for i in range(0, len(batch), 1000):
-            ops = self.client.log_batch(
-                self.run_id, metrics=batch[i : i + 1000], synchronous=False
-            )
+            ops = self.client.log_batch(self.run_id, metrics=batch[i : i + 1000], synchronous=False)
             self._in_flight.append(ops)
 
     def flush(self) -> None:
