@@ -50,7 +50,9 @@ sys.path.insert(0, str(ROOT))
 
 from flows.cli._common import quiet_env  # noqa: E402
 
-quiet_env(startup_timeout_s=180, PREFECT_LOGGING_LEVEL="WARNING")
+# the environment `astor demo` runs with (Prefect's INFO logging included: the task runs' logs
+# go to the API server as they do in the demo)
+quiet_env(startup_timeout_s=180)
 
 
 def direct_run(config: str, overrides: list[str]) -> tuple[float, list[float]]:
