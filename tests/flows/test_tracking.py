@@ -39,24 +39,26 @@ def _failed_write(*_args, **_kwargs) -> RunOperations:
     return RunOperations([future])
 
 
-def test_a_failed_write_fails_a_successful_run(tracker, monkeypatch):
+@pytest.fixture
+def failed_round(tracker, monkeypatch) -> tracking.RunTracker:
+    """A tracker whose write of round 0 failed in MLflow's background thread."""
     monkeypatch.setattr(tracker.client, "log_batch", _failed_write)
     tracker.log_round(0, {"round_time_s": 2.0})
+    return tracker
+
+
+def test_a_failed_write_fails_a_successful_run(failed_round):
     with pytest.raises(MlflowException, match="disk full"):
-        tracker.terminate("FINISHED")
-    assert tracker.client.get_run(tracker.run_id).info.status == "FAILED"
+        failed_round.terminate("FINISHED")
+    assert failed_round.client.get_run(failed_round.run_id).info.status == "FAILED"
 
 
-def test_a_failed_write_does_not_mask_the_flow_error(tracker, monkeypatch):
-    monkeypatch.setattr(tracker.client, "log_batch", _failed_write)
-    tracker.log_round(0, {"round_time_s": 2.0})
+def test_a_failed_write_does_not_mask_the_flow_error(failed_round):
     with pytest.warns(UserWarning, match="disk full"):
-        tracker.terminate("FAILED")
-    assert tracker.client.get_run(tracker.run_id).info.status == "FAILED"
+        failed_round.terminate("FAILED")
+    assert failed_round.client.get_run(failed_round.run_id).info.status == "FAILED"
 
 
-def test_the_next_round_surfaces_a_failed_write(tracker, monkeypatch):
-    monkeypatch.setattr(tracker.client, "log_batch", _failed_write)
-    tracker.log_round(0, {"round_time_s": 2.0})
+def test_the_next_round_surfaces_a_failed_write(failed_round):
     with pytest.raises(MlflowException, match="disk full"):
-        tracker.log_round(1, {"round_time_s": 2.0})
+        failed_round.log_round(1, {"round_time_s": 2.0})
