@@ -559,16 +559,18 @@ def final_policy_dir(ctx: RunContext) -> Path:
 
 
 def plot_history(history: Sequence[Mapping[str, Any]], tasks: Sequence[str]) -> dict[str, Any]:
-    """Utility / beta / KL / reward trajectories per task and the last synergy heatmap."""
-    import matplotlib
+    """Utility / beta / KL / reward trajectories per task and the last synergy heatmap.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Plain `matplotlib.figure.Figure` objects, outside pyplot's registry of open figures: they
+    are freed with their last reference, so a long-lived process (`astor serve`, `astor
+    compare`) that plots every run does not accumulate them."""
+    from matplotlib.figure import Figure
 
     figures: dict[str, Any] = {}
     rounds = [h["round"] for h in history]
     for series in ("utility", "share", "beta", "kl", "mean_reward", "learning_potential"):
-        fig, ax = plt.subplots(figsize=(6, 3.5))
+        fig = Figure(figsize=(6, 3.5))
+        ax = fig.subplots()
         for task in tasks:
             ys = [h["per_task"][task].get(series) for h in history]
             ax.plot(rounds, [np.nan if y is None else y for y in ys], marker="o", ms=3, label=task)
@@ -579,7 +581,8 @@ def plot_history(history: Sequence[Mapping[str, Any]], tasks: Sequence[str]) -> 
         figures[f"{series}_trajectory"] = fig
     if history:
         matrix = np.asarray(history[-1]["synergy_matrix"], dtype=float)
-        fig, ax = plt.subplots(figsize=(5, 4.2))
+        fig = Figure(figsize=(5, 4.2))
+        ax = fig.subplots()
         im = ax.imshow(np.nan_to_num(matrix), vmin=-1, vmax=1, cmap="RdBu")
         short = [t.replace("_", "\n") for t in tasks]
         ax.set_xticks(range(len(tasks)), short, fontsize=7)

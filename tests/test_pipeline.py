@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
+import pytest
+
 from astor_core import pipeline
 from astor_core.config import load_config
 from astor_core.tasks import get_task
@@ -62,3 +64,30 @@ def test_mixed_chunk_scores_each_completion_with_its_task() -> None:
     values = pipeline.reward_vector(batch, scored)
     assert values[0] == 1.0 and values[3] == 1.0  # exact commit messages
     assert values[6] == 1.0 and values[7] == 0.0  # right and wrong output predictions
+
+
+def test_plot_history_draws_every_series_and_leaves_no_open_pyplot_figure() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = ["code_reasoning", "commit_message"]
+    series = ("utility", "share", "beta", "kl", "mean_reward", "learning_potential")
+    history = [
+        {
+            "round": r,
+            "per_task": {t: {s: 0.1 * (r + 1) for s in series} for t in tasks},
+            "synergy_matrix": [[1.0, -0.2], [-0.2, 1.0]],
+        }
+        for r in range(3)
+    ]
+    before = plt.get_fignums()
+    for _ in range(25):  # more than pyplot's 20-open-figures warning threshold
+        figures = pipeline.plot_history(history, tasks)
+    assert plt.get_fignums() == before
+    assert set(figures) == {f"{s}_trajectory" for s in series} | {"synergy_heatmap"}
+    for s in series:
+        (ax,) = figures[f"{s}_trajectory"].axes
+        lines = [list(line.get_ydata()) for line in ax.get_lines()]
+        assert lines == [pytest.approx([0.1, 0.2, 0.3])] * 2
