@@ -234,6 +234,7 @@ def _finish(ctx: pipeline.RunContext, tracker: tracking.RunTracker) -> dict[str,
         "run_dir": ctx.run_dir,
         "mlflow_run_id": tracker.run_id,
         "mlflow_url": tracker.url,
+        "prefect_flow_run_id": _flow_run_id(),
         "rounds": ctx.round,
         "eval": final_eval,
     }

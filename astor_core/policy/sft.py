@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,14 @@ def run_sft(
     tokenizer.padding_side = "right"  # training pads on the right; generation reloads with left
     out = Path(out_dir)
     steps_per_epoch = math.ceil(len(pairs) / cfg.batch_size)
+    # TRL turns checkpointing on by default; transformers >= 5.23 names it
+    # activation_checkpointing and warns on the old name, older releases know only the old one.
+    names = {f.name for f in fields(TRLSFTConfig)}
+    no_ckpt = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in names
+        else "gradient_checkpointing"
+    )
     args = TRLSFTConfig(
         output_dir=str(out),
         num_train_epochs=cfg.epochs,
@@ -125,7 +133,7 @@ def run_sft(
         dataloader_num_workers=0,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         disable_tqdm=True,
-        gradient_checkpointing=False,
+        **{no_ckpt: False},
     )
     trainer = SFTTrainer(
         model=str(model_path),

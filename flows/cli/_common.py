@@ -11,11 +11,18 @@ def quiet_env(startup_timeout_s: int = 120, **extra: str) -> None:
     """No analytics, no network (flows.servers.QUIET_ENV), and the ephemeral API server's
     settings (flows.servers.EPHEMERAL_SERVER_ENV): the defaults a laptop and CI need, set
     before Prefect, MLflow or great-expectations is imported; values already in the
-    environment win. `extra` adds more defaults, e.g. PREFECT_LOGGING_LEVEL="WARNING"."""
+    environment win. `extra` adds more defaults, e.g. PREFECT_LOGGING_LEVEL="WARNING".
+
+    The Hugging Face libraries' own tqdm bars (a "Writing model shards" bar at every
+    checkpoint, dataset preprocessing bars in SFT) are off too: the commands draw their own
+    rich progress, which those bars would break up; set HF_HUB_DISABLE_PROGRESS_BARS=0 or
+    HF_DATASETS_DISABLE_PROGRESS_BARS=0 to see them again."""
     from flows.servers import EPHEMERAL_SERVER_ENV, QUIET_ENV
 
     for key, value in {
         **QUIET_ENV,
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' bars follow huggingface_hub's switch
+        "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
         # a loaded laptop can take more than Prefect's default 20 s to start the ephemeral API
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": str(startup_timeout_s),
         **EPHEMERAL_SERVER_ENV,

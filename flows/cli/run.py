@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -29,7 +31,9 @@ def train(config: ConfigOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
 def demo(
     config: ConfigOpt = Path("params.yaml"),
     set_: SetOpt = None,
-    fresh: Annotated[bool, typer.Option(help="start the RL run from round 0 (keeps pools/models)")] = False,
+    fresh: Annotated[
+        bool, typer.Option(help="start the RL run from round 0 (keeps pools/models)")
+    ] = False,
 ) -> None:
     """The whole pipeline on the embedded default: pools, validation, tiny model, SFT warm-start,
     ASTOR RL rounds and held-out evaluation; ends with the commands that open the UIs."""
@@ -42,7 +46,9 @@ def demo(
 
 def serve(
     config: ConfigOpt = Path("params.yaml"),
-    cron: Annotated[str, typer.Option(help="cron schedule of the retraining deployment")] = "0 2 * * *",
+    cron: Annotated[
+        str, typer.Option(help="cron schedule of the retraining deployment")
+    ] = "0 2 * * *",
     name: Annotated[str, typer.Option(help="deployment name")] = "astor-retrain",
     set_: SetOpt = None,
 ) -> None:
@@ -66,7 +72,9 @@ def _print_result(result: dict) -> None:
     from rich.table import Table
 
     console = Console()
-    table = Table(title=f"Held-out evaluation after {result['rounds']} rounds ({result['run_dir']})")
+    table = Table(
+        title=f"Held-out evaluation after {result['rounds']} rounds ({result['run_dir']})"
+    )
     table.add_column("task")
     metrics = sorted({m for row in result["eval"].values() for m in row if m != "items"})
     for m in metrics:
@@ -74,23 +82,58 @@ def _print_result(result: dict) -> None:
     for task, row in result["eval"].items():
         table.add_row(task, *(f"{row[m]:.3f}" for m in metrics))
     console.print(table)
+    console.print("\n[bold]Open the UIs on this run[/bold]")
+    for line in ui_commands(result["mlflow_url"], result.get("prefect_flow_run_id", "")):
+        # soft_wrap: a narrow terminal or a log file must not get line breaks inside a command
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+
+def ui_commands(mlflow_url: str, flow_run_id: str = "") -> list[str]:
+    """The commands (and URLs) that open the MLflow and Prefect UIs on the run just finished,
+    for the tracking URI and Prefect settings this process actually used."""
+    from prefect.settings import get_current_settings
+
+    bindir = Path(sys.executable).parent
+    with contextlib.suppress(ValueError):  # the project's .venv: show it as the README does
+        bindir = bindir.relative_to(Path.cwd())
     uri = os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
-    console.print(
-        "\n[bold]Open the UIs on this run[/bold]\n"
-        f"  MLflow : .venv/bin/mlflow ui --backend-store-uri {uri} --port 5000\n"
-        f"           then http://127.0.0.1:5000/{result['mlflow_url']}\n"
-        "  Prefect: .venv/bin/prefect server start   (then http://127.0.0.1:4200/runs)\n"
-        "           set PREFECT_API_URL=http://127.0.0.1:4200/api before `astor demo` to record\n"
-        "           runs there; the default ephemeral mode keeps them in ~/.prefect/prefect.db,\n"
-        "           which `prefect server start` serves."
-    )
+    if uri.startswith(("http://", "https://")):
+        mlflow = [f"  MLflow : {uri.rstrip('/')}/{mlflow_url}"]
+    else:
+        mlflow = [
+            f"  MLflow : {bindir / 'mlflow'} ui --backend-store-uri {uri} --port 5000",
+            f"           then http://127.0.0.1:5000/{mlflow_url}",
+        ]
+    page = f"runs/flow-run/{flow_run_id}" if flow_run_id not in ("", "none") else "runs"
+    settings = get_current_settings()
+    api = settings.api.url
+    if api:  # the run is already on that server
+        prefect = [f"  Prefect: {api.rstrip('/').removesuffix('/api')}/{page}"]
+    else:
+        db = settings.server.database.connection_url
+        db_text = db.get_secret_value() if db is not None else ""
+        home = (
+            ""
+            if settings.home == Path("~/.prefect").expanduser()
+            else f"PREFECT_HOME={settings.home} "
+        )
+        prefect = [
+            f"  Prefect: {home}{bindir / 'prefect'} server start   then http://127.0.0.1:4200/{page}",
+            f"           (the ephemeral API recorded this run in {db_text.split(':///', 1)[-1]},",
+            "           which that server reads; with PREFECT_API_URL set, runs go to a server directly)",
+        ]
+    return mlflow + prefect
 
 
 def evaluate(
     config: ConfigOpt = Path("params.yaml"),
     set_: SetOpt = None,
-    model: Annotated[Path | None, typer.Option(help="policy directory (default: <run_dir>/policy)")] = None,
-    out: Annotated[Path, typer.Option(help="metrics JSON (DVC metrics file)")] = Path("metrics/eval.json"),
+    model: Annotated[
+        Path | None, typer.Option(help="policy directory (default: <run_dir>/policy)")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="metrics JSON (DVC metrics file)")] = Path(
+        "metrics/eval.json"
+    ),
 ) -> None:
     """Held-out evaluation of a trained policy on the eval pools (greedy, one sample per item)."""
     quiet_env()
@@ -119,7 +162,9 @@ def evaluate(
 
 
 def bootstrap(
-    step: Annotated[str, typer.Argument(help="tiny (tokenizer + fresh tiny model) or sft (warm start)")],
+    step: Annotated[
+        str, typer.Argument(help="tiny (tokenizer + fresh tiny model) or sft (warm start)")
+    ],
     config: ConfigOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
