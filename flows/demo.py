@@ -32,7 +32,11 @@ def init_tiny_model(config_path: str, overrides: list[str]) -> dict[str, Any]:
     return core_demo.ensure_tiny_model(cfg)
 
 
-@task(name="sft-warm-start", cache_policy=NO_CACHE)
+# log_prints off: TRL's dataset.map fingerprints its functions with dill, which finds their
+# globals by capturing the print-out of dis.dis; Prefect's print capture (the flow's
+# log_prints) took that print-out instead, wrote ~370 lines of bytecode to the run's log, and
+# left dill without the names (tests/flows/test_demo_flow.py).
+@task(name="sft-warm-start", cache_policy=NO_CACHE, log_prints=False)
 def sft_warm_start(config_path: str, overrides: list[str]) -> dict[str, Any]:
     cfg = load_config(config_path, overrides)
     info = core_demo.ensure_sft_model(cfg)
@@ -41,7 +45,9 @@ def sft_warm_start(config_path: str, overrides: list[str]) -> dict[str, Any]:
 
 
 @flow(name="astor-demo", log_prints=True)
-def demo_flow(config_path: str = "params.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
+def demo_flow(
+    config_path: str = "params.yaml", overrides: list[str] | None = None
+) -> dict[str, Any]:
     """Pools, validation, tiny model, SFT, then the training flow with the ASTOR scheduler."""
     overrides = list(overrides or [])
     steps = [
