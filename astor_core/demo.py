@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,8 +74,9 @@ def ensure_tiny_model(cfg: AstorConfig) -> dict[str, Any]:
     return {"built": True, "path": str(target)}
 
 
-def ensure_sft_model(cfg: AstorConfig) -> dict[str, Any]:
-    """Warm-start the tiny model with TRL's SFTTrainer into model.name_or_path (unless present)."""
+def ensure_sft_model(cfg: AstorConfig, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Warm-start the tiny model with TRL's SFTTrainer into model.name_or_path (unless present);
+    progress lines go to `log` (see run_sft)."""
     from astor_core.policy.sft import run_sft
 
     target = Path(cfg.model.name_or_path)
@@ -82,7 +84,7 @@ def ensure_sft_model(cfg: AstorConfig) -> dict[str, Any]:
         return {"built": False, "path": str(target)}
     tmp = _atomic_dir(target)
     try:
-        metrics = run_sft(cfg.bootstrap.tiny_dir, _train_records(cfg), tmp, cfg.sft)
+        metrics = run_sft(cfg.bootstrap.tiny_dir, _train_records(cfg), tmp, cfg.sft, log=log)
         _swap_in(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -39,8 +39,9 @@ def init_tiny_model(config_path: str, overrides: list[str]) -> dict[str, Any]:
 @task(name="sft-warm-start", cache_policy=NO_CACHE, log_prints=False)
 def sft_warm_start(config_path: str, overrides: list[str]) -> dict[str, Any]:
     cfg = load_config(config_path, overrides)
-    info = core_demo.ensure_sft_model(cfg)
-    get_run_logger().info("SFT warm start: %s", info)
+    logger = get_run_logger()
+    info = core_demo.ensure_sft_model(cfg, log=logger.info)
+    logger.info("SFT warm start: %s", info)
     return info
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -47,8 +47,8 @@ class SFTConfig:
     """Batch pairs of similar length (less padding: about a third fewer tokens computed)."""
     seed: int = 0
     """Seed of data order, dropout and sampling."""
-    logging_steps: int = 10
-    """Log the training loss every this many steps."""
+    logging_steps: int = 100
+    """Report the training loss every this many steps (to run_sft's `log`)."""
     num_threads: int = 0
     """torch CPU threads for the run (0: torch's default, all cores; 1 is faster only when other jobs share a 2-core CPU, see docs/POLICY.md)."""
 
@@ -82,13 +82,17 @@ def run_sft(
     records: Sequence[Mapping[str, Any]],
     out_dir: str | Path,
     cfg: SFTConfig = SFTConfig(),
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, float]:
     """Fine-tune the model at model_path on the records' references; save model + tokenizer to out_dir.
 
-    Returns the final training metrics (train_loss, train_runtime, steps).
+    Every `cfg.logging_steps` steps one progress line goes to `log` (e.g. a Prefect run
+    logger's `info`, or stderr in the CLI), instead of the dict transformers prints to
+    stdout. Returns the final training metrics (train_loss, train_runtime, steps).
     """
     import torch
     from datasets import Dataset
+    from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
@@ -141,6 +145,9 @@ def run_sft(
         train_dataset=Dataset.from_list(pairs),
         processing_class=tokenizer,
     )
+    trainer.remove_callback(PrinterCallback)  # its dicts went to stdout, the CLIs' JSON channel
+    if log is not None:
+        trainer.add_callback(_progress_callback(log))
     result = trainer.train()
     tokenizer.padding_side = "left"
     trainer.model.save_pretrained(out)
@@ -151,6 +158,23 @@ def run_sft(
         "steps": float(result.global_step),
         "pairs": float(len(pairs)),
     }
+
+
+def _progress_callback(log: Callable[[str], None]) -> Any:
+    """A transformers TrainerCallback that sends each logged step to `log` as one line."""
+    from transformers import TrainerCallback
+
+    class ProgressLines(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            if logs and "loss" in logs:
+                acc = logs.get("mean_token_accuracy")
+                log(
+                    f"SFT step {state.global_step}/{state.max_steps} (epoch {state.epoch or 0:.2f}):"
+                    f" loss {float(logs['loss']):.3f}"
+                    + (f", token accuracy {float(acc):.3f}" if acc is not None else "")
+                )
+
+    return ProgressLines()
 
 
 SFT_PROFILES: dict[str, SFTConfig] = {

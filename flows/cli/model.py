@@ -157,5 +157,6 @@ def register(root: typer.Typer) -> None:
             )
             raise typer.Exit(2)
         out = out or Path(cfg.model.name_or_path)
-        metrics = run_sft(model, _train_records(pools or Path(cfg.data.pools_dir)), out, sft)
+        records = _train_records(pools or Path(cfg.data.pools_dir))
+        metrics = run_sft(model, records, out, sft, log=lambda line: typer.echo(line, err=True))
         typer.echo(json.dumps({"out": str(out), **metrics}))

@@ -175,7 +175,10 @@ def bootstrap(
     from astor_core.config import load_config
     from astor_core.demo import ensure_sft_model, ensure_tiny_model
 
-    steps = {"tiny": ensure_tiny_model, "sft": ensure_sft_model}
+    def sft(cfg):  # noqa: ANN001, ANN202
+        return ensure_sft_model(cfg, log=lambda line: typer.echo(line, err=True))
+
+    steps = {"tiny": ensure_tiny_model, "sft": sft}
     if step not in steps:
         typer.echo(f"error: unknown step {step!r}; choose one of {sorted(steps)}", err=True)
         raise typer.Exit(2)

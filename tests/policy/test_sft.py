@@ -24,16 +24,23 @@ def test_pairs_use_the_task_prompt_and_the_reference() -> None:
 
 # no deprecated TRL/transformers argument of ours (e.g. gradient_checkpointing on >= 5.23)
 @pytest.mark.filterwarnings("error::FutureWarning")
-def test_sft_runs_and_lowers_the_loss(micro_dir: Path, tmp_path: Path) -> None:
+def test_sft_runs_and_lowers_the_loss(
+    micro_dir: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     import torch
 
     from astor_core.policy.model import ModelConfig, load_model
 
     records = [r for t in TASKS for r in synthetic.generate(t, 0, 6, 0)]
-    cfg = SFTConfig(epochs=6, batch_size=8, learning_rate=5e-3, warmup_steps=1, logging_steps=1)
+    cfg = SFTConfig(epochs=6, batch_size=8, learning_rate=5e-3, warmup_steps=1, logging_steps=6)
     out = tmp_path / "sft"
-    metrics = run_sft(micro_dir, records, out, cfg)
+    lines: list[str] = []
+    metrics = run_sft(micro_dir, records, out, cfg, log=lines.append)
     assert metrics["steps"] == 18 and metrics["pairs"] == 24
+    # progress every logging_steps, to `log`; nothing on stdout (the CLIs' JSON channel)
+    assert [line.split(" (")[0] for line in lines] == [f"SFT step {k}/18" for k in (6, 12, 18)]
+    assert all(" loss " in line for line in lines)
+    assert "loss" not in capfd.readouterr().out
     before, _ = load_model(ModelConfig(str(micro_dir), device="cpu"))
     after, tok = load_model(ModelConfig(str(out), device="cpu"))
     assert tok.padding_side == "left"
