@@ -171,13 +171,12 @@ def bootstrap(
     """Build the default policy from params.yaml (the DVC stages init_model and sft call this)."""
     quiet_env()
     import json
+    from functools import partial
 
     from astor_core.config import load_config
     from astor_core.demo import ensure_sft_model, ensure_tiny_model
 
-    def sft(cfg):  # noqa: ANN001, ANN202
-        return ensure_sft_model(cfg, log=lambda line: typer.echo(line, err=True))
-
+    sft = partial(ensure_sft_model, log=lambda line: typer.echo(line, err=True))
     steps = {"tiny": ensure_tiny_model, "sft": sft}
     if step not in steps:
         typer.echo(f"error: unknown step {step!r}; choose one of {sorted(steps)}", err=True)
