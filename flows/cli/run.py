@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -93,10 +92,12 @@ def ui_commands(mlflow_url: str, flow_run_id: str = "") -> list[str]:
     for the tracking URI and Prefect settings this process actually used."""
     from prefect.settings import get_current_settings
 
+    from flows.tracking import tracking_uri
+
     bindir = Path(sys.executable).parent
     with contextlib.suppress(ValueError):  # the project's .venv: show it as the README does
         bindir = bindir.relative_to(Path.cwd())
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    uri = tracking_uri()
     if uri.startswith(("http://", "https://")):
         mlflow = [f"  MLflow : {uri.rstrip('/')}/{mlflow_url}"]
     else:
