@@ -1,32 +1,33 @@
 """Orchestration overhead: the training flow vs the same stage functions called directly.
 
 Both sides run the demo's training (params.yaml: same rounds, eval rounds, seed, pools and SFT
-model) from a fresh run folder, so they do the same compute:
+model) from a fresh run folder, so they do the same compute, each in its own process:
 
 - direct: the flow's body as a plain loop of the same ``astor_core.pipeline`` calls
   (validate pools, open the run, per round schedule -> rollout -> rewards -> update ->
   utility -> [eval] -> checkpoint, then the plots and the eval table); no Prefect, no MLflow;
 - flow: ``flows.training.train_flow`` (Prefect task runs for every stage, MLflow logging of
-  every round, the artefacts, the ephemeral Prefect API).
+  every round, the artefacts, the ephemeral Prefect API server it starts).
 
-A round's wall time is the time between the ends of two consecutive rounds (the end is
-taken after the checkpoint and, in the flow, after the round's MLflow logging: read back from
-the timestamps of the logged metric). Round 1 is left out on both sides (it pays for lazy
+The two processes take turns, one round at a time (benchmarks/_interleave.py): at the end of
+each round a side freezes itself and every process it started (SIGSTOP: the flow's API
+server, the sandbox workers) and the other side runs its round. So the two rounds of a pair
+run seconds apart instead of a run apart (on this VM a whole run is 10-30% faster or slower
+than the one a minute later), and work the flow leaves in the background (the API server
+persisting events, MLflow's asynchronous write) is done in the flow's next turn, competing
+with the flow's next round as in a normal run, never charged to the direct side. The order
+within a pair alternates (direct first in even rounds, flow first in odd ones) and so does
+the order the sides start in across repeats. A round ends after its checkpoint (direct) or
+after its MLflow logging (flow). Round 1 is left out on both sides (it pays for lazy
 initialisation). Two per-round figures are reported against the 3% target:
 
-- end to end: round k of repeat r does the same compute on both sides (same seed and
-  config), so each pair gives one relative difference; the median over all pairs is
-  robust to the VM's load swings (a round's time varies by 10-20% between repeats here);
+- end to end: round k does the same compute on both sides (same seed and config), so each
+  pair gives one relative difference; the median over all pairs is reported;
 - critical path: from Prefect's own task-run timeline, the part of each flow round during
   which no task run was running (creating task runs, passing results, MLflow logging).
 
 The fixed start-up and finish cost (Prefect's ephemeral API start, MLflow run creation, the
-artefact uploads) is reported separately, per run and spread over the demo's rounds. The two
-sides alternate in a counterbalanced order (direct then flow in even repeats, flow then direct
-in odd ones), so that neither side is always the first run of the process or the one after
-the other (a probe of stage times found the process's first run up to 15% faster than its
-later ones), and changes of machine load hit both alike; the flow side uses a fresh Prefect
-home (PREFECT_HOME) in the temporary folder.
+artefact uploads) is reported separately, per run and spread over the demo's rounds.
 
     .venv/bin/python benchmarks/orchestration_overhead.py [--repeats 4] [--config params.yaml]
 
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import shutil
 import statistics
@@ -48,23 +50,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._interleave import Interleaver, RoundBarrier, overlap  # noqa: E402
 from flows.cli._common import quiet_env  # noqa: E402
 
 # the environment `astor demo` runs with (Prefect's INFO logging included: the task runs' logs
 # go to the API server as they do in the demo)
 quiet_env(startup_timeout_s=180)
 
+SIDES = ("direct", "flow")
 
-def direct_run(config: str, overrides: list[str]) -> tuple[float, list[float]]:
-    """Total wall time and the end time of each round, stage functions called in a plain loop."""
+
+def direct_run(config: str, overrides: list[str], barrier: RoundBarrier) -> None:
+    """The flow's body as a plain loop of stage functions; `barrier()` after each round."""
     from astor_core import pipeline
     from astor_core.config import load_config
 
-    t0 = time.time()
     cfg = load_config(config, overrides)
     pipeline.validate_pools(cfg.data.pools_dir, cfg.data.validation)
     ctx = pipeline.open_run(cfg)
-    ends = []
     while ctx.round < cfg.train.rounds:
         started = pipeline.now()
         plan = pipeline.schedule_round(ctx)
@@ -76,10 +79,9 @@ def direct_run(config: str, overrides: list[str]) -> tuple[float, list[float]]:
             stats["eval"] = pipeline.evaluate(ctx)
         stats["global"]["round_time_s"] = pipeline.now() - started
         pipeline.save_round(ctx, stats)
-        ends.append(time.time())
+        barrier()
     pipeline.plot_history(pipeline.load_history(ctx), ctx.tasks)
     pipeline.write_eval_table(ctx, pipeline.final_eval(ctx))
-    return time.time() - t0, ends
 
 
 def api_server_cpu_s() -> float:
@@ -97,35 +99,35 @@ def api_server_cpu_s() -> float:
     return 0.0
 
 
-def flow_run(config: str, overrides: list[str]) -> tuple[float, list[float], list[float], float]:
-    """Total wall time, the end time of each round (MLflow timestamp of its logged metrics),
-    each round's orchestration time on the critical path (see `critical_path_gaps`), and
-    the CPU seconds the API server used during the run."""
-    from mlflow.tracking import MlflowClient
-
+def flow_run(config: str, overrides: list[str], barrier: RoundBarrier) -> dict:
+    """`train_flow`, with `barrier()` after each round's MLflow logging; returns the
+    orchestration time on the critical path of each round (see `critical_path_gaps`)."""
+    from flows import tracking
+    from flows.servers import recorded_task_runs
     from flows.training import train_flow
 
-    cpu0 = api_server_cpu_s()
-    t0 = time.time()
+    log_round = tracking.RunTracker.log_round
+
+    def log_round_then_barrier(self, step, metrics):  # type: ignore[no-untyped-def]
+        log_round(self, step, metrics)
+        barrier()
+
+    tracking.RunTracker.log_round = log_round_then_barrier
     state = train_flow(config, overrides, return_state=True)
-    total = time.time() - t0
-    server_cpu = api_server_cpu_s() - cpu0
-    result = state.result()
-    history = MlflowClient().get_metric_history(result["mlflow_run_id"], "round_time_s")
-    ends = [m.timestamp / 1000.0 for m in sorted(history, key=lambda m: m.step)]
-    from flows.servers import recorded_task_runs
-
+    state.result()
     runs = recorded_task_runs(state.state_details.flow_run_id)
-    return total, ends, critical_path_gaps(runs, ends), server_cpu
+    return {"gaps": critical_path_gaps(runs, barrier.ends, barrier.pauses)}
 
 
-def critical_path_gaps(runs: list, ends: list[float]) -> list[float]:
+def critical_path_gaps(
+    runs: list, ends: list[float], pauses: list[tuple[float, float]]
+) -> list[float]:
     """Per round: its wall time (start of its `schedule-r<k>` task run to the start of the
-    next round's, or to the round's MLflow log for the last) minus the time that some task
-    run of the flow was running. What is left is orchestration on the critical path:
-    creating task runs, passing results, the round's MLflow logging. It does not see a task
-    run slowed down by the Prefect and MLflow threads or the API server sharing the CPU;
-    the end-to-end comparison does."""
+    next round's, or to the round's end for the last), less the time it was frozen
+    (`pauses`) and the time that some task run of the flow was running. What is left is
+    orchestration on the critical path: creating task runs, passing results, the round's
+    MLflow logging. It does not see a task run slowed down by the Prefect and MLflow threads
+    or the API server sharing the CPU; the end-to-end comparison does."""
     spans = sorted(
         (r.start_time.timestamp(), r.end_time.timestamp())
         for r in runs
@@ -145,21 +147,148 @@ def critical_path_gaps(runs: list, ends: list[float]) -> list[float]:
             if e > s:
                 covered += e - s
                 reach = e
-        gaps.append(hi - lo - covered)
+        gaps.append(hi - lo - covered - overlap(lo, hi, pauses))
     return gaps
 
 
-def _start_prefect() -> None:
-    """Start the ephemeral API once, before the timed runs: every flow run of this process
-    then uses it, as the repeats of a long-lived worker would. Its one-off cost (a fresh
-    database's migrations included) is reported on its own."""
-    from prefect import flow
-
-    flow(name="astor-orch-bench-warmup")(lambda: None)()
+STAGES = (
+    "schedule_round", "rollout", "score_chunk", "train_round", "recompute_utility", "evaluate",
+    "save_round",
+)  # fmt: skip
+"""The stage functions both sides call (`astor_core.pipeline`), timed per round."""
 
 
-def round_times(ends: list[float]) -> list[float]:
-    return [b - a for a, b in itertools.pairwise(ends)]
+def time_stages(per_round: list[dict[str, float]]) -> None:
+    """Wrap each stage function of `astor_core.pipeline` with a timer adding its wall time
+    to `per_round[-1]` (both sides look the functions up on the module at call time)."""
+    import functools
+
+    from astor_core import pipeline
+
+    def timed(name: str, fn):  # type: ignore[no-untyped-def]
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                bucket = per_round[-1]
+                bucket[name] = bucket.get(name, 0.0) + time.perf_counter() - t
+
+        return wrapper
+
+    for name in STAGES:
+        setattr(pipeline, name, timed(name, getattr(pipeline, name)))
+
+
+def main_thread_switches() -> tuple[int, int]:
+    """Context switches of this process's main thread so far: (voluntary, involuntary).
+    Voluntary ones are waits (e.g. for the GIL), involuntary ones preemptions by another
+    runnable thread or process (e.g. Prefect's threads or its API server)."""
+    status = Path(f"/proc/self/task/{os.getpid()}/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return int(fields["voluntary_ctxt_switches"]), int(fields["nonvoluntary_ctxt_switches"])
+
+
+def side_main(side: str, config: str, overrides: list[str], out: str) -> None:
+    """One measured process: run `side`, freezing at each round end; write its figures."""
+    stage_times: list[dict[str, float]] = [{}]
+    time_stages(stage_times)
+    server_cpu: list[float] = []
+    own_cpu: list[float] = []
+    switches: list[tuple[int, int]] = []
+
+    def cpu_marks() -> None:
+        times = os.times()
+        own_cpu.append(times.user + times.system)
+        server_cpu.append(api_server_cpu_s())
+        stage_times.append({})
+        switches.append(main_thread_switches())
+
+    barrier = RoundBarrier(on_round_end=cpu_marks)
+    t0 = time.time()
+    extra: dict = {}
+    if side == "direct":
+        direct_run(config, overrides, barrier)
+    else:
+        extra = flow_run(config, overrides, barrier)
+    total = time.time() - t0 - sum(b - a for a, b in barrier.pauses)
+    result = {
+        "rounds": barrier.rounds,
+        "total": total,
+        "server_cpu": server_cpu[-1] - server_cpu[0],
+        "own_cpu": [b - a for a, b in itertools.pairwise(own_cpu)],
+        "stages": stage_times[1:-1],
+        "switches": [(b[0] - a[0], b[1] - a[1]) for a, b in itertools.pairwise(switches)],
+        **extra,
+    }
+    Path(out).write_text(json.dumps(result))
+
+
+def _side_order(k: int) -> tuple[int, int]:
+    """Round k's turn order: direct first in even rounds, flow first in odd ones."""
+    return (0, 1) if k % 2 == 0 else (1, 0)
+
+
+def run_repeat(args: argparse.Namespace, work: Path, rep: int) -> dict[str, dict]:
+    """One repeat: both sides in their own processes, their rounds in turns."""
+    argvs, logs, outs = [], [], []
+    for side in SIDES:
+        out = work / f"{side}-{rep}.json"
+        argv = [sys.executable, __file__, "--side", side, "--side-out", str(out)]
+        argv += ["--config", args.config]
+        for o in [*args.overrides, f"train.run_dir={work}/{side}-{rep}"]:
+            argv += ["--set", o]
+        argvs.append(argv + ["--set", "train.experiment=astor-orch-bench"])
+        logs.append(work / f"{side}-{rep}.log")
+        outs.append(out)
+    # the side that starts first alternates too (it starts while the other is not running)
+    start_order = [0, 1] if rep % 2 == 0 else [1, 0]
+    inter = Interleaver([argvs[i] for i in start_order], [logs[i] for i in start_order])
+    try:
+        inter.run(lambda k: [start_order.index(i) for i in _side_order(k)])
+    finally:
+        inter.kill()
+    return {side: json.loads(out.read_text()) for side, out in zip(SIDES, outs, strict=True)}
+
+
+def stage_table(results: list[dict[str, dict]]) -> list[str]:
+    """Mean wall time per round of each stage function on both sides, and of the rest of
+    the round (orchestration, and the direct loop's own few lines)."""
+
+    def means(side: str) -> dict[str, float]:
+        rounds = [r for res in results for r in res[side]["stages"]]
+        out = {name: statistics.mean(r.get(name, 0.0) for r in rounds) for name in STAGES}
+        total = statistics.mean(t for res in results for t in res[side]["rounds"])
+        out["rest of the round"] = total - sum(out.values())
+        return out
+
+    d, f = means("direct"), means("flow")
+
+    def switches(side: str, i: int) -> float:
+        return statistics.mean(s[i] for res in results for s in res[side]["switches"])
+
+    lines = [
+        "Where a round's time goes (mean per round, rounds 2..N; the stage functions timed "
+        "inside both sides; in the flow a stage's time includes only the function, not its "
+        "task run):",
+        "",
+        "| stage function | direct (ms) | flow (ms) | flow - direct (ms) |",
+        "|---|---|---|---|",
+    ]
+    for name in d:
+        lines.append(
+            f"| {name} | {d[name] * 1000:.0f} | {f[name] * 1000:.0f} | "
+            f"{(f[name] - d[name]) * 1000:+.0f} |"
+        )
+    lines += [
+        "",
+        f"Context switches of the main thread per round (it runs every stage): voluntary "
+        f"(waits, e.g. for the GIL) {switches('direct', 0):.0f} direct, {switches('flow', 0):.0f} "
+        f"flow; involuntary (preempted by another thread or process) "
+        f"{switches('direct', 1):.0f} direct, {switches('flow', 1):.0f} flow.",
+    ]
+    return [*lines, ""]
 
 
 def main() -> None:
@@ -174,44 +303,35 @@ def main() -> None:
         help="config override, e.g. train.rounds=4",
     )
     parser.add_argument("--no-doc", action="store_true")
+    parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
+    parser.add_argument("--side-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.side:
+        side_main(args.side, args.config, args.overrides, args.side_out)
+        return
     from astor_core.config import load_config
 
     cfg = load_config(args.config, args.overrides)
     work = Path(tempfile.mkdtemp(prefix="astor-orch-"))
+    # one MLflow store and a fresh Prefect home for this benchmark, so the figures do not
+    # depend on how many runs the user's stores already hold (read by the side processes)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
-    # a fresh Prefect database, so the figure does not depend on how many runs the user's
-    # ~/.prefect already holds (Prefect reads PREFECT_HOME when it is first imported)
     os.environ["PREFECT_HOME"] = str(work / "prefect")
     load_before = os.getloadavg()
-    t0 = time.time()
-    _start_prefect()
-    api_start = time.time() - t0
-    print(f"Prefect's ephemeral API on a fresh home (database created): {api_start:.1f} s")
-    totals: dict[str, list[float]] = {"direct": [], "flow": []}
-    rounds_of: dict[str, list[list[float]]] = {"direct": [], "flow": []}
-    gaps: list[float] = []
-    server_cpus: list[float] = []
+    results: list[dict[str, dict]] = []
     try:
         for rep in range(args.repeats):
-            for side in ("direct", "flow") if rep % 2 == 0 else ("flow", "direct"):
-                over = args.overrides + [
-                    f"train.run_dir={work}/{side}-{rep}",
-                    "train.experiment=astor-orch-bench",
-                ]
-                if side == "direct":
-                    total, ends = direct_run(args.config, over)
-                else:
-                    total, ends, round_gaps, server_cpu = flow_run(args.config, over)
-                    gaps += round_gaps[1:]
-                    server_cpus.append(server_cpu)
-                totals[side].append(total)
-                rounds_of[side].append(round_times(ends))
+            res = run_repeat(args, work, rep)
+            results.append(res)
+            for side in SIDES:
+                r = res[side]
                 print(
-                    f"repeat {rep} {side}: total {total:.1f} s, rounds 2..{len(ends)}: "
-                    + ", ".join(f"{t:.2f}" for t in round_times(ends))
+                    f"repeat {rep} {side}: total {r['total']:.1f} s, rounds 2..: "
+                    + ", ".join(f"{t:.2f}" for t in r["rounds"])
+                    + "; process CPU-s per round: "
+                    + ", ".join(f"{t:.2f}" for t in r["own_cpu"])
                     + (
-                        f"; critical-path gaps {', '.join(f'{g:.3f}' for g in round_gaps[1:])}"
+                        f"; critical-path gaps {', '.join(f'{g:.3f}' for g in r['gaps'][1:])}"
                         if side == "flow"
                         else ""
                     ),
@@ -219,23 +339,30 @@ def main() -> None:
                 )
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    report(args, cfg, results, load_before)
+
+
+def report(args: argparse.Namespace, cfg, results: list[dict[str, dict]], load_before) -> None:  # type: ignore[no-untyped-def]
     rounds = cfg.train.rounds
-    # round k of repeat r does the same compute on both sides (same seed, same config)
+    # round k of a repeat does the same compute on both sides (same seed, same config)
     paired = [
         (f - d) / d
-        for d_rep, f_rep in zip(rounds_of["direct"], rounds_of["flow"], strict=True)
-        for d, f in zip(d_rep, f_rep, strict=True)
+        for res in results
+        for d, f in zip(res["direct"]["rounds"], res["flow"]["rounds"], strict=True)
     ]
-    d_round = statistics.mean(t for rep in rounds_of["direct"] for t in rep)
-    f_round = statistics.mean(t for rep in rounds_of["flow"] for t in rep)
-    d_total = statistics.median(totals["direct"])
-    f_total = statistics.median(totals["flow"])
+    d_round = statistics.mean(t for res in results for t in res["direct"]["rounds"])
+    f_round = statistics.mean(t for res in results for t in res["flow"]["rounds"])
+    d_total = statistics.median(res["direct"]["total"] for res in results)
+    f_total = statistics.median(res["flow"]["total"] for res in results)
     d_fixed = d_total - d_round * rounds
     f_fixed = f_total - f_round * rounds
     per_round = statistics.median(paired)
     quartiles = statistics.quantiles(paired, n=4)
+    gaps = [g for res in results for g in res["flow"]["gaps"][1:]]
     gap = statistics.median(gaps)
-    server_round = statistics.median(server_cpus) / rounds
+    server_round = statistics.median(res["flow"]["server_cpu"] for res in results) / (rounds - 1)
+    d_cpu = statistics.mean(t for res in results for t in res["direct"]["own_cpu"])
+    f_cpu = statistics.mean(t for res in results for t in res["flow"]["own_cpu"])
     cores = os.cpu_count() or 1
     fixed_extra = f_fixed - d_fixed
     overall = (f_total - d_total) / d_total
@@ -245,9 +372,10 @@ def main() -> None:
         + "".join(f" --set {o}" for o in args.overrides)
         + f"` (config `{args.config}`: {rounds} rounds, eval every {cfg.train.eval_every}, "
         f"B = {cfg.scheduler.prompts_per_round} prompts x G = {cfg.scheduler.samples_per_prompt}, "
-        f"reward chunks of {cfg.train.reward_chunk_size}). Load average (1/5/15 min) before "
-        f"{load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f}, after "
-        f"{load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f}.",
+        f"reward chunks of {cfg.train.reward_chunk_size}; the two sides' rounds in turns, each "
+        f"side frozen with the processes it started while the other runs). Load average "
+        f"(1/5/15 min) before {load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f}, "
+        f"after {load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f}.",
         "",
         "| side | mean round wall time, rounds 2..N (s) | fixed start-up + finish per run (s) | whole run (s) |",
         "|---|---|---|---|",
@@ -257,19 +385,22 @@ def main() -> None:
         f"Per-round orchestration overhead, end to end: **{per_round:+.1%}** of a round's "
         f"wall time (median over the {len(paired)} pairs of the same round on both sides; "
         f"quartiles {quartiles[0]:+.1%} / {quartiles[2]:+.1%}; difference of the means "
-        f"{(f_round - d_round) * 1000:+.0f} ms per round). Orchestration on the critical path "
+        f"{(f_round - d_round) * 1000:+.0f} ms per round, {(f_round - d_round) / d_round:+.1%}). "
+        f"Orchestration on the critical path "
         f"(Prefect's task-run timeline: a round's wall time minus the time some task run was "
         f"running): **{gap * 1000:.0f} ms per round, {gap / f_round:.1%}** of the flow's mean "
         f"round (median over {len(gaps)} rounds). The temporary API server used "
-        f"{server_round:.2f} CPU-s per round (its whole run over the rounds, start-up excluded: "
-        f"at most {server_round / (cores * f_round):.1%} of the {cores} cores' capacity in a "
-        f"round, taken from the compute or from idle cores). Target: under 3%. "
-        f"Fixed cost of the orchestration per run: {fixed_extra:+.1f} s (MLflow run, params, pool "
-        f"and policy artefacts, the flow's pool validation cached), {fixed_extra / rounds:+.1f} s per "
+        f"{server_round:.2f} CPU-s per round (rounds 2..N: "
+        f"{server_round / (cores * f_round):.1%} of the {cores} cores' capacity in a "
+        f"round, taken from the compute or from idle cores); the flow's own process "
+        f"{f_cpu:.2f} CPU-s per round against the direct side's {d_cpu:.2f} "
+        f"({(f_cpu - d_cpu) / d_cpu:+.1%}). Target: under 3%. "
+        f"Fixed cost of the orchestration per run: {fixed_extra:+.1f} s (Prefect's API start, "
+        f"MLflow run, params, pool and policy artefacts), {fixed_extra / rounds:+.1f} s per "
         f"round over the demo's {rounds} rounds; whole run {overall:+.1%} (medians over "
-        f"{args.repeats} repeats; per-repeat figures in the command's output). Once per "
-        f"process: Prefect's ephemeral API start on a fresh home, {api_start:.1f} s.",
+        f"{args.repeats} repeats; per-repeat figures in the command's output).",
         "",
+        *stage_table(results),
     ]
     print("\n".join(lines))
     if not args.no_doc:
