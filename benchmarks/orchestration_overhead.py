@@ -103,8 +103,10 @@ def flow_run(config: str, overrides: list[str], barrier: RoundBarrier) -> dict:
     """`train_flow`, with `barrier()` after each round's MLflow logging; returns the
     orchestration time on the critical path of each round (see `critical_path_gaps`)."""
     from flows import tracking
-    from flows.servers import recorded_task_runs
+    from flows.servers import recorded_task_runs, start_ephemeral_api
     from flows.training import train_flow
+
+    start_ephemeral_api()  # as `astor train` / `astor demo` do
 
     log_round = tracking.RunTracker.log_round
 

@@ -46,6 +46,43 @@ EPHEMERAL_SERVER_ENV: Mapping[str, str] = {
 """Settings for the ephemeral API server only; a real `prefect server` keeps Prefect's own."""
 
 
+def idle_cpu_class(pid: int) -> int:
+    """Put every thread of process `pid` in Linux's SCHED_IDLE scheduling class: it then runs
+    only on CPU time no normal thread wants, and is preempted as soon as one does; threads it
+    creates later inherit the class. Returns how many threads were moved (0 where the OS has
+    no SCHED_IDLE, e.g. macOS)."""
+    if not hasattr(os, "SCHED_IDLE"):
+        return 0
+    moved = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.sched_setscheduler(int(tid), os.SCHED_IDLE, os.sched_param(0))
+            moved += 1
+    return moved
+
+
+def start_ephemeral_api() -> int | None:
+    """Start the temporary API server that Prefect would start on first use (no
+    PREFECT_API_URL), in the background CPU class (:func:`idle_cpu_class`) unless
+    ASTOR_API_SERVER_IDLE=0. Its work (recording task-run events, logs, states) can wait for
+    an idle core; the training it would take the core from cannot: at normal priority its
+    ~0.3 CPU-s per demo round preempt the torch threads, and a preempted thread holds up
+    every parallel op, so each round ran ~2-3% longer (docs/PERFORMANCE.md, "Orchestration
+    overhead"). Prefect's clients in this process then use this server. Returns its pid, or
+    None when a server URL is set (a real server is left alone)."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return None
+    server = SubprocessASGIServer()  # one per process: the instance Prefect's clients use
+    server.start()
+    assert server.server_process is not None
+    if os.environ.get("ASTOR_API_SERVER_IDLE", "1") != "0":
+        idle_cpu_class(server.server_process.pid)
+    return server.server_process.pid
+
+
 def recorded_task_runs(flow_run_id: object, settle_s: float = 0.5, timeout_s: float = 30.0) -> list:
     """A flow run's task runs, sorted by start, once the API server has recorded them all:
     it records task-run events in batches (:data:`EPHEMERAL_SERVER_ENV`), so read until two

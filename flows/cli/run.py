@@ -21,8 +21,10 @@ SetOpt = Annotated[
 def train(config: ConfigOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Train (or resume) one run with the scheduler named in train.scheduler."""
     quiet_env()
+    from flows.servers import start_ephemeral_api
     from flows.training import train_flow
 
+    start_ephemeral_api()
     result = train_flow(config_path=str(config), overrides=list(set_ or []))
     _print_result(result)
 
@@ -38,7 +40,9 @@ def demo(
     ASTOR RL rounds and held-out evaluation; ends with the commands that open the UIs."""
     quiet_env()
     from flows.demo import run_demo
+    from flows.servers import start_ephemeral_api
 
+    start_ephemeral_api()
     result = run_demo(config, list(set_ or []), fresh=fresh)
     _print_result(result)
 
@@ -201,7 +205,9 @@ def compare(
         return
     quiet_env()
     from flows.compare import compare_flow
+    from flows.servers import start_ephemeral_api
 
+    start_ephemeral_api()
     result = compare_flow(str(config), list(set_ or []), quick=quick)
     typer.echo(f"report: {result['report']} (MLflow parent run {result['parent_run_id']})")
 
