@@ -398,7 +398,8 @@ def report(args: argparse.Namespace, cfg, results: list[dict[str, dict]], load_b
         f"{f_cpu:.2f} CPU-s per round against the direct side's {d_cpu:.2f} "
         f"({(f_cpu - d_cpu) / d_cpu:+.1%}). Target: under 3%. "
         f"Fixed cost of the orchestration per run: {fixed_extra:+.1f} s (Prefect's API start, "
-        f"MLflow run, params, pool and policy artefacts), {fixed_extra / rounds:+.1f} s per "
+        f"MLflow run, params, pool and policy artefacts; the flow's pool validation is cached, "
+        f"the direct side validates every run), {fixed_extra / rounds:+.1f} s per "
         f"round over the demo's {rounds} rounds; whole run {overall:+.1%} (medians over "
         f"{args.repeats} repeats; per-repeat figures in the command's output).",
         "",
