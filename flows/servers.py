@@ -61,6 +61,21 @@ def idle_cpu_class(pid: int) -> int:
     return moved
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """SIGTERM (e.g. `kill`, a container stop) becomes SystemExit in this process, so the
+    interpreter exits normally and Prefect's exit hook stops the temporary server. Python's
+    default action ends the process on the spot, and the server, a child process, then runs on
+    forever (Prefect's own handler during a flow run marks the run Crashed, then re-raises the
+    signal with that default action). Left alone when someone else installed a handler."""
+    with contextlib.suppress(ValueError):  # signal handlers only from the main thread
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
 def start_ephemeral_api() -> int | None:
     """Start the temporary API server that Prefect would start on first use (no
     PREFECT_API_URL), in the background CPU class (:func:`idle_cpu_class`) unless
@@ -78,6 +93,7 @@ def start_ephemeral_api() -> int | None:
     server = SubprocessASGIServer()  # one per process: the instance Prefect's clients use
     server.start()
     assert server.server_process is not None
+    _exit_cleanly_on_sigterm()
     if os.environ.get("ASTOR_API_SERVER_IDLE", "1") != "0":
         idle_cpu_class(server.server_process.pid)
     return server.server_process.pid

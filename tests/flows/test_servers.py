@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -98,3 +101,63 @@ def test_prefects_clients_use_the_idle_ephemeral_server(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("ok")
+
+
+def test_sigterm_becomes_a_normal_exit_that_runs_exit_hooks() -> None:
+    script = textwrap.dedent(
+        """
+        import atexit, os, signal, time
+        from flows.servers import _exit_cleanly_on_sigterm
+        _exit_cleanly_on_sigterm()
+        atexit.register(lambda: print("exit hooks ran", flush=True))
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 128 + 15
+    assert out.stdout.strip() == "exit hooks ran"
+
+
+@pytest.mark.slow  # ~40 s: a fresh server's database migrations
+@pytest.mark.integration
+def test_a_terminated_run_leaves_no_api_server_behind(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import time
+        from flows.cli._common import quiet_env
+        quiet_env(startup_timeout_s=180)
+        from flows.servers import start_ephemeral_api
+        print(start_ephemeral_api(), flush=True)
+        from prefect import flow
+
+        @flow
+        def sleeper() -> None:
+            print("running", flush=True)
+            time.sleep(120)
+
+        sleeper()
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True
+    )
+    server = 0
+    try:
+        server = int(proc.stdout.readline())
+        assert proc.stdout.readline().strip() == "running"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + 15
+        deadline = time.monotonic() + 15
+        while os.path.exists(f"/proc/{server}") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not os.path.exists(f"/proc/{server}"), "the API server outlived the run"
+    finally:
+        proc.kill()
+        if server:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(server, signal.SIGKILL)
