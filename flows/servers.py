@@ -81,10 +81,10 @@ def start_ephemeral_api() -> int | None:
     PREFECT_API_URL), in the background CPU class (:func:`idle_cpu_class`) unless
     ASTOR_API_SERVER_IDLE=0. Its work (recording task-run events, logs, states) can wait for
     an idle core; the training it would take the core from cannot: at normal priority its
-    ~0.3 CPU-s per demo round preempt the torch threads, and a preempted thread holds up
-    every parallel op, so each round ran ~2-3% longer (docs/PERFORMANCE.md, "Orchestration
-    overhead"). Prefect's clients in this process then use this server. Returns its pid, or
-    None when a server URL is set (a real server is left alone)."""
+    0.2-0.3 CPU-s per demo round preempt the torch threads, and a preempted thread holds up
+    every parallel op (docs/PERFORMANCE.md, "Orchestration overhead"). Prefect's clients in
+    this process then use this server, and SIGTERM stops it with the process. Returns its
+    pid, or None when a server URL is set (a real server is left alone)."""
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
 

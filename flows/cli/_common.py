@@ -31,6 +31,16 @@ def quiet_env(startup_timeout_s: int = 120, **extra: str) -> None:
         os.environ.setdefault(key, value)
 
 
+def local_run_env() -> None:
+    """What a command that runs a training flow in this process needs first: :func:`quiet_env`,
+    then the temporary Prefect API server in the idle CPU class when no server URL is set
+    (:func:`flows.servers.start_ephemeral_api`)."""
+    quiet_env()
+    from flows.servers import start_ephemeral_api
+
+    start_ephemeral_api()
+
+
 def fail(message: str) -> typer.Exit:
     """Print `error: message` to stderr and return the Exit(1) to raise."""
     typer.echo(f"error: {message}", err=True)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli._common import quiet_env
+from flows.cli._common import local_run_env, quiet_env
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="params file (DVC-tracked)")]
 SetOpt = Annotated[
@@ -20,11 +20,9 @@ SetOpt = Annotated[
 
 def train(config: ConfigOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Train (or resume) one run with the scheduler named in train.scheduler."""
-    quiet_env()
-    from flows.servers import start_ephemeral_api
+    local_run_env()
     from flows.training import train_flow
 
-    start_ephemeral_api()
     result = train_flow(config_path=str(config), overrides=list(set_ or []))
     _print_result(result)
 
@@ -38,11 +36,9 @@ def demo(
 ) -> None:
     """The whole pipeline on the embedded default: pools, validation, tiny model, SFT warm-start,
     ASTOR RL rounds and held-out evaluation; ends with the commands that open the UIs."""
-    quiet_env()
+    local_run_env()
     from flows.demo import run_demo
-    from flows.servers import start_ephemeral_api
 
-    start_ephemeral_api()
     result = run_demo(config, list(set_ or []), fresh=fresh)
     _print_result(result)
 
@@ -203,11 +199,9 @@ def compare(
     runs of one MLflow parent run, then regenerate docs/RESULTS.md from MLflow."""
     if ctx.invoked_subcommand is not None:
         return
-    quiet_env()
+    local_run_env()
     from flows.compare import compare_flow
-    from flows.servers import start_ephemeral_api
 
-    start_ephemeral_api()
     result = compare_flow(str(config), list(set_ or []), quick=quick)
     typer.echo(f"report: {result['report']} (MLflow parent run {result['parent_run_id']})")
 
