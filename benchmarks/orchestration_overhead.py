@@ -47,6 +47,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -84,29 +86,12 @@ def direct_run(config: str, overrides: list[str], barrier: RoundBarrier) -> None
     pipeline.write_eval_table(ctx, pipeline.final_eval(ctx))
 
 
-def api_server_cpu_s() -> float:
-    """CPU seconds used so far by the temporary Prefect API server (this process's uvicorn
-    child), 0 when there is none (PREFECT_API_URL set)."""
-    import psutil
-
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if "prefect.server.api.server:create_app" in " ".join(child.cmdline()):
-                times = child.cpu_times()
-                return times.user + times.system
-        except psutil.NoSuchProcess:
-            continue
-    return 0.0
-
-
 def flow_run(config: str, overrides: list[str], barrier: RoundBarrier) -> dict:
     """`train_flow`, with `barrier()` after each round's MLflow logging; returns the
     orchestration time on the critical path of each round (see `critical_path_gaps`)."""
     from flows import tracking
-    from flows.servers import recorded_task_runs, start_ephemeral_api
+    from flows.servers import recorded_task_runs
     from flows.training import train_flow
-
-    start_ephemeral_api()  # as `astor train` / `astor demo` do
 
     log_round = tracking.RunTracker.log_round
 
@@ -199,20 +184,26 @@ def side_main(side: str, config: str, overrides: list[str], out: str) -> None:
     server_cpu: list[float] = []
     own_cpu: list[float] = []
     switches: list[tuple[int, int]] = []
+    server: list[psutil.Process] = []  # the flow's temporary API server, once started
 
-    def cpu_marks() -> None:
+    def round_marks() -> None:
         times = os.times()
         own_cpu.append(times.user + times.system)
-        server_cpu.append(api_server_cpu_s())
+        server_cpu.append(sum(server[0].cpu_times()[:2]) if server else 0.0)  # user + system
         stage_times.append({})
         switches.append(main_thread_switches())
 
-    barrier = RoundBarrier(on_round_end=cpu_marks)
+    barrier = RoundBarrier(on_round_end=round_marks)
     t0 = time.time()
     extra: dict = {}
     if side == "direct":
         direct_run(config, overrides, barrier)
     else:
+        from flows.servers import start_ephemeral_api
+
+        pid = start_ephemeral_api()  # as `astor train` / `astor demo` do (None: a real server)
+        if pid is not None:
+            server.append(psutil.Process(pid))
         extra = flow_run(config, overrides, barrier)
     total = time.time() - t0 - sum(b - a for a, b in barrier.pauses)
     result = {
