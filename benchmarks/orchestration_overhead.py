@@ -30,8 +30,12 @@ The fixed start-up and finish cost (Prefect's ephemeral API start, MLflow run cr
 artefact uploads) is reported separately, per run and spread over the demo's rounds.
 
     .venv/bin/python benchmarks/orchestration_overhead.py [--repeats 4] [--config params.yaml]
+    .venv/bin/python benchmarks/orchestration_overhead.py --aa [--repeats 4]
 
-Writes the figures to docs/PERFORMANCE.md ("Orchestration overhead").
+Writes the figures to docs/PERFORMANCE.md ("Orchestration overhead"). With --aa both sides
+are the flow (each with its own MLflow store): every difference is then noise, and the
+section "Orchestration overhead: A/A noise floor" gets the resolution the end-to-end figure
+is read with.
 """
 
 from __future__ import annotations
@@ -223,17 +227,22 @@ def _side_order(k: int) -> tuple[int, int]:
     return (0, 1) if k % 2 == 0 else (1, 0)
 
 
-def run_repeat(args: argparse.Namespace, work: Path, rep: int) -> dict[str, dict]:
-    """One repeat: both sides in their own processes, their rounds in turns."""
+def run_repeat(
+    args: argparse.Namespace, work: Path, rep: int, sides: tuple[str, str] = SIDES
+) -> dict[str, dict]:
+    """One repeat: both sides in their own processes, their rounds in turns. Results are
+    keyed by side, or by 'flow-a' / 'flow-b' when both sides are the flow (the A/A run, each
+    with its own MLflow store: two writers would lock one SQLite file)."""
+    labels = sides if sides[0] != sides[1] else (f"{sides[0]}-a", f"{sides[1]}-b")
     argvs, logs, outs = [], [], []
-    for side in SIDES:
-        out = work / f"{side}-{rep}.json"
+    for side, label in zip(sides, labels, strict=True):
+        out = work / f"{label}-{rep}.json"
         argv = [sys.executable, __file__, "--side", side, "--side-out", str(out)]
-        argv += ["--config", args.config]
-        for o in [*args.overrides, f"train.run_dir={work}/{side}-{rep}"]:
+        argv += ["--config", args.config, "--tracking-uri", f"sqlite:///{work / label}.db"]
+        for o in [*args.overrides, f"train.run_dir={work}/{label}-{rep}"]:
             argv += ["--set", o]
         argvs.append(argv + ["--set", "train.experiment=astor-orch-bench"])
-        logs.append(work / f"{side}-{rep}.log")
+        logs.append(work / f"{label}-{rep}.log")
         outs.append(out)
     # the side that starts first alternates too (it starts while the other is not running)
     start_order = [0, 1] if rep % 2 == 0 else [1, 0]
@@ -242,7 +251,16 @@ def run_repeat(args: argparse.Namespace, work: Path, rep: int) -> dict[str, dict
         inter.run(lambda k: [start_order.index(i) for i in _side_order(k)])
     finally:
         inter.kill()
-    return {side: json.loads(out.read_text()) for side, out in zip(SIDES, outs, strict=True)}
+    return {label: json.loads(out.read_text()) for label, out in zip(labels, outs, strict=True)}
+
+
+def paired(results: list[dict[str, dict]], a: str, b: str) -> list[float]:
+    """(b - a) / a for every round k of every repeat: the same compute on both sides."""
+    return [
+        (tb - ta) / ta
+        for res in results
+        for ta, tb in zip(res[a]["rounds"], res[b]["rounds"], strict=True)
+    ]
 
 
 def stage_table(results: list[dict[str, dict]]) -> list[str]:
@@ -296,10 +314,18 @@ def main() -> None:
         help="config override, e.g. train.rounds=4",
     )
     parser.add_argument("--no-doc", action="store_true")
+    parser.add_argument(
+        "--aa",
+        action="store_true",
+        help="A/A run: the flow against itself, same interleaving; the benchmark's noise floor",
+    )
+    parser.add_argument("--tracking-uri", help=argparse.SUPPRESS)
     parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--side-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
+        if args.tracking_uri:  # before MLflow is imported
+            os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
         side_main(args.side, args.config, args.overrides, args.side_out)
         return
     from astor_core.config import load_config
@@ -311,46 +337,78 @@ def main() -> None:
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
     os.environ["PREFECT_HOME"] = str(work / "prefect")
     load_before = os.getloadavg()
+    sides: tuple[str, str] = ("flow", "flow") if args.aa else SIDES
     results: list[dict[str, dict]] = []
     try:
         for rep in range(args.repeats):
-            res = run_repeat(args, work, rep)
+            res = run_repeat(args, work, rep, sides)
             results.append(res)
-            for side in SIDES:
-                r = res[side]
+            for label, r in res.items():
                 print(
-                    f"repeat {rep} {side}: total {r['total']:.1f} s, rounds 2..: "
+                    f"repeat {rep} {label}: total {r['total']:.1f} s, rounds 2..: "
                     + ", ".join(f"{t:.2f}" for t in r["rounds"])
                     + "; process CPU-s per round: "
                     + ", ".join(f"{t:.2f}" for t in r["own_cpu"])
                     + (
                         f"; critical-path gaps {', '.join(f'{g:.3f}' for g in r['gaps'][1:])}"
-                        if side == "flow"
+                        if "gaps" in r
                         else ""
                     ),
                     flush=True,
                 )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    report(args, cfg, results, load_before)
+    if args.aa:
+        report_aa(args, results, load_before)
+    else:
+        report(args, cfg, results, load_before)
+
+
+def report_aa(args: argparse.Namespace, results: list[dict[str, dict]], load_before) -> None:  # type: ignore[no-untyped-def]
+    """The A/A figures: the flow against itself, so every difference is the benchmark's
+    noise (the VM, the interleaving), the resolution the overhead figure is read with."""
+    pairs = paired(results, "flow-a", "flow-b")
+    q = statistics.quantiles(pairs, n=4)
+    # the median of n paired differences is known to about 1.25 * sd / sqrt(n)
+    resolution = 1.25 * statistics.stdev(pairs) / len(pairs) ** 0.5
+    load_after = os.getloadavg()
+    lines = [
+        f"Command: `.venv/bin/python benchmarks/orchestration_overhead.py --aa --repeats "
+        f"{args.repeats}" + "".join(f" --set {o}" for o in args.overrides) + "` (the flow "
+        f"against itself, each with its own MLflow store, with the overhead run's "
+        f"interleaving). Load average (1/5/15 min) before "
+        f"{load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f}, after "
+        f"{load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f}.",
+        "",
+        f"Paired round differences (flow b - flow a) / flow a over {len(pairs)} pairs: median "
+        f"**{statistics.median(pairs):+.1%}**, quartiles {q[0]:+.1%} / {q[2]:+.1%}, mean "
+        f"{statistics.mean(pairs):+.1%}, standard deviation {statistics.stdev(pairs):.1%}. "
+        f"Both sides are the same program, so these are noise: the median of {len(pairs)} "
+        f"pairs is known to about +-{resolution:.1%} (1.25 sd / sqrt(n)), the resolution of "
+        f'the end-to-end figure in "Orchestration overhead" for as many pairs.',
+    ]
+    print("\n".join(lines))
+    if not args.no_doc:
+        from benchmarks._perf_doc import machine, write_section
+
+        write_section(
+            "Orchestration overhead: A/A noise floor",
+            f"Machine: {machine()}.\n\n" + "\n".join(lines),
+        )
 
 
 def report(args: argparse.Namespace, cfg, results: list[dict[str, dict]], load_before) -> None:  # type: ignore[no-untyped-def]
     rounds = cfg.train.rounds
     # round k of a repeat does the same compute on both sides (same seed, same config)
-    paired = [
-        (f - d) / d
-        for res in results
-        for d, f in zip(res["direct"]["rounds"], res["flow"]["rounds"], strict=True)
-    ]
+    pairs = paired(results, "direct", "flow")
     d_round = statistics.mean(t for res in results for t in res["direct"]["rounds"])
     f_round = statistics.mean(t for res in results for t in res["flow"]["rounds"])
     d_total = statistics.median(res["direct"]["total"] for res in results)
     f_total = statistics.median(res["flow"]["total"] for res in results)
     d_fixed = d_total - d_round * rounds
     f_fixed = f_total - f_round * rounds
-    per_round = statistics.median(paired)
-    quartiles = statistics.quantiles(paired, n=4)
+    per_round = statistics.median(pairs)
+    quartiles = statistics.quantiles(pairs, n=4)
     gaps = [g for res in results for g in res["flow"]["gaps"][1:]]
     gap = statistics.median(gaps)
     server_round = statistics.median(res["flow"]["server_cpu"] for res in results) / (rounds - 1)
@@ -376,7 +434,7 @@ def report(args: argparse.Namespace, cfg, results: list[dict[str, dict]], load_b
         f"| Prefect flow + MLflow | {f_round:.2f} | {f_fixed:.1f} | {f_total:.1f} |",
         "",
         f"Per-round orchestration overhead, end to end: **{per_round:+.1%}** of a round's "
-        f"wall time (median over the {len(paired)} pairs of the same round on both sides; "
+        f"wall time (median over the {len(pairs)} pairs of the same round on both sides; "
         f"quartiles {quartiles[0]:+.1%} / {quartiles[2]:+.1%}; difference of the means "
         f"{(f_round - d_round) * 1000:+.0f} ms per round, {(f_round - d_round) / d_round:+.1%}). "
         f"Orchestration on the critical path "
