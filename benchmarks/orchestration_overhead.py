@@ -384,7 +384,8 @@ def report_aa(args: argparse.Namespace, results: list[dict[str, dict]], load_bef
         f"**{statistics.median(pairs):+.1%}**, quartiles {q[0]:+.1%} / {q[2]:+.1%}, mean "
         f"{statistics.mean(pairs):+.1%}, standard deviation {statistics.stdev(pairs):.1%}. "
         f"Both sides are the same program, so these are noise: the median of {len(pairs)} "
-        f"pairs is known to about +-{resolution:.1%} (1.25 sd / sqrt(n)), the resolution of "
+        f"pairs is known to about +-{resolution:.1%} (1.25 sd / sqrt(n); the pairs of one "
+        f"repeat share their two processes, so this is a lower bound), the resolution of "
         f'the end-to-end figure in "Orchestration overhead" for as many pairs.',
     ]
     print("\n".join(lines))
