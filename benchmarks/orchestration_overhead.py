@@ -332,9 +332,8 @@ def main() -> None:
 
     cfg = load_config(args.config, args.overrides)
     work = Path(tempfile.mkdtemp(prefix="astor-orch-"))
-    # one MLflow store and a fresh Prefect home for this benchmark, so the figures do not
-    # depend on how many runs the user's stores already hold (read by the side processes)
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
+    # a fresh Prefect home for this benchmark (and a fresh MLflow store per side, see
+    # run_repeat), so the figures do not depend on how many runs the user's stores hold
     os.environ["PREFECT_HOME"] = str(work / "prefect")
     load_before = os.getloadavg()
     sides: tuple[str, str] = ("flow", "flow") if args.aa else SIDES
