@@ -33,9 +33,9 @@ artefact uploads) is reported separately, per run and spread over the demo's rou
     .venv/bin/python benchmarks/orchestration_overhead.py --aa [--repeats 4]
 
 Writes the figures to docs/PERFORMANCE.md ("Orchestration overhead"). With --aa both sides
-are the flow (each with its own MLflow store): every difference is then noise, and the
-section "Orchestration overhead: A/A noise floor" gets the resolution the end-to-end figure
-is read with.
+are the flow (each with its own Prefect and MLflow stores): every difference is then noise,
+and the section "Orchestration overhead: A/A noise floor" gets the resolution the end-to-end
+figure is read with.
 """
 
 from __future__ import annotations
@@ -231,14 +231,16 @@ def run_repeat(
     args: argparse.Namespace, work: Path, rep: int, sides: tuple[str, str] = SIDES
 ) -> dict[str, dict]:
     """One repeat: both sides in their own processes, their rounds in turns. Results are
-    keyed by side, or by 'flow-a' / 'flow-b' when both sides are the flow (the A/A run, each
-    with its own MLflow store: two writers would lock one SQLite file)."""
+    keyed by side, or by 'flow-a' / 'flow-b' when both sides are the flow (the A/A run).
+    Each side keeps its own Prefect home and MLflow store across the repeats: two flows
+    sharing one would share two SQLite files (one side's frozen writer holding a lock the
+    other waits on)."""
     labels = sides if sides[0] != sides[1] else (f"{sides[0]}-a", f"{sides[1]}-b")
     argvs, logs, outs = [], [], []
     for side, label in zip(sides, labels, strict=True):
         out = work / f"{label}-{rep}.json"
         argv = [sys.executable, __file__, "--side", side, "--side-out", str(out)]
-        argv += ["--config", args.config, "--tracking-uri", f"sqlite:///{work / label}.db"]
+        argv += ["--config", args.config, "--state-dir", str(work / f"state-{label}")]
         for o in [*args.overrides, f"train.run_dir={work}/{label}-{rep}"]:
             argv += ["--set", o]
         argvs.append(argv + ["--set", "train.experiment=astor-orch-bench"])
@@ -319,22 +321,22 @@ def main() -> None:
         action="store_true",
         help="A/A run: the flow against itself, same interleaving; the benchmark's noise floor",
     )
-    parser.add_argument("--tracking-uri", help=argparse.SUPPRESS)
+    parser.add_argument("--state-dir", help=argparse.SUPPRESS)
     parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--side-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
-        if args.tracking_uri:  # before MLflow is imported
-            os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
+        if args.state_dir:  # this side's own stores, set before Prefect and MLflow load
+            os.environ["PREFECT_HOME"] = str(Path(args.state_dir) / "prefect")
+            os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(args.state_dir) / 'mlflow.db'}"
         side_main(args.side, args.config, args.overrides, args.side_out)
         return
     from astor_core.config import load_config
 
     cfg = load_config(args.config, args.overrides)
     work = Path(tempfile.mkdtemp(prefix="astor-orch-"))
-    # a fresh Prefect home for this benchmark (and a fresh MLflow store per side, see
-    # run_repeat), so the figures do not depend on how many runs the user's stores hold
-    os.environ["PREFECT_HOME"] = str(work / "prefect")
+    # each side gets fresh Prefect and MLflow stores under `work` (run_repeat), so the
+    # figures do not depend on how many runs the user's stores already hold
     load_before = os.getloadavg()
     sides: tuple[str, str] = ("flow", "flow") if args.aa else SIDES
     results: list[dict[str, dict]] = []
@@ -374,7 +376,7 @@ def report_aa(args: argparse.Namespace, results: list[dict[str, dict]], load_bef
     lines = [
         f"Command: `.venv/bin/python benchmarks/orchestration_overhead.py --aa --repeats "
         f"{args.repeats}" + "".join(f" --set {o}" for o in args.overrides) + "` (the flow "
-        f"against itself, each with its own MLflow store, with the overhead run's "
+        f"against itself, each with its own Prefect and MLflow stores, with the overhead run's "
         f"interleaving). Load average (1/5/15 min) before "
         f"{load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f}, after "
         f"{load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f}.",
