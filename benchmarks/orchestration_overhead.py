@@ -327,6 +327,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.side:
         if args.state_dir:  # this side's own stores, set before Prefect and MLflow load
+            Path(args.state_dir).mkdir(parents=True, exist_ok=True)
             os.environ["PREFECT_HOME"] = str(Path(args.state_dir) / "prefect")
             os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(args.state_dir) / 'mlflow.db'}"
         side_main(args.side, args.config, args.overrides, args.side_out)
