@@ -366,6 +366,15 @@ def main() -> None:
         report(args, cfg, results, load_before)
 
 
+def load_sentence(before: tuple[float, float, float]) -> str:
+    """The machine's load average before the run (`before`) and now, for the doc."""
+    after = os.getloadavg()
+    return (
+        f"Load average (1/5/15 min) before {before[0]:.1f}/{before[1]:.1f}/{before[2]:.1f}, "
+        f"after {after[0]:.1f}/{after[1]:.1f}/{after[2]:.1f}."
+    )
+
+
 def report_aa(args: argparse.Namespace, results: list[dict[str, dict]], load_before) -> None:  # type: ignore[no-untyped-def]
     """The A/A figures: the flow against itself, so every difference is the benchmark's
     noise (the VM, the interleaving), the resolution the overhead figure is read with."""
@@ -373,14 +382,11 @@ def report_aa(args: argparse.Namespace, results: list[dict[str, dict]], load_bef
     q = statistics.quantiles(pairs, n=4)
     # the median of n paired differences is known to about 1.25 * sd / sqrt(n)
     resolution = 1.25 * statistics.stdev(pairs) / len(pairs) ** 0.5
-    load_after = os.getloadavg()
     lines = [
         f"Command: `.venv/bin/python benchmarks/orchestration_overhead.py --aa --repeats "
         f"{args.repeats}" + "".join(f" --set {o}" for o in args.overrides) + "` (the flow "
-        f"against itself, each with its own Prefect and MLflow stores, with the overhead run's "
-        f"interleaving). Load average (1/5/15 min) before "
-        f"{load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f}, after "
-        f"{load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f}.",
+        "against itself, each with its own Prefect and MLflow stores, with the overhead run's "
+        "interleaving). " + load_sentence(load_before),
         "",
         f"Paired round differences (flow b - flow a) / flow a over {len(pairs)} pairs: median "
         f"**{statistics.median(pairs):+.1%}**, quartiles {q[0]:+.1%} / {q[2]:+.1%}, mean "
@@ -420,16 +426,14 @@ def report(args: argparse.Namespace, cfg, results: list[dict[str, dict]], load_b
     cores = os.cpu_count() or 1
     fixed_extra = f_fixed - d_fixed
     overall = (f_total - d_total) / d_total
-    load_after = os.getloadavg()
     lines = [
         f"Command: `.venv/bin/python benchmarks/orchestration_overhead.py --repeats {args.repeats}"
         + "".join(f" --set {o}" for o in args.overrides)
         + f"` (config `{args.config}`: {rounds} rounds, eval every {cfg.train.eval_every}, "
         f"B = {cfg.scheduler.prompts_per_round} prompts x G = {cfg.scheduler.samples_per_prompt}, "
         f"reward chunks of {cfg.train.reward_chunk_size}; the two sides' rounds in turns, each "
-        f"side frozen with the processes it started while the other runs). Load average "
-        f"(1/5/15 min) before {load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f}, "
-        f"after {load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f}.",
+        f"side frozen with the processes it started while the other runs). "
+        + load_sentence(load_before),
         "",
         "| side | mean round wall time, rounds 2..N (s) | fixed start-up + finish per run (s) | whole run (s) |",
         "|---|---|---|---|",
