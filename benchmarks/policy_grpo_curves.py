@@ -32,6 +32,12 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     ap.add_argument("--loss-type", default="dapo", choices=["grpo", "dapo", "dr_grpo"])
     ap.add_argument("--num-iterations", type=int, default=1, help="optimiser steps per round (mu)")
+    ap.add_argument(
+        "--steps-per-round",
+        type=int,
+        default=1,
+        help="mini-batches per round, one optimiser step each (TRL's steps_per_generation)",
+    )
     ap.add_argument("--warmup-steps", type=int, default=5)
     ap.add_argument(
         "--no-scale-rewards", action="store_true", help="centre group rewards only (Dr. GRPO)"
@@ -111,8 +117,9 @@ def main() -> None:
             tok,
             TrainerConfig(
                 learning_rate=args.lr,
-                total_steps=args.rounds * args.num_iterations,
+                total_steps=args.rounds * args.num_iterations * args.steps_per_round,
                 num_iterations=args.num_iterations,
+                steps_per_round=args.steps_per_round,
                 warmup_steps=args.warmup_steps,
                 temperature=args.temperature,
                 grpo=GRPOConfig(loss_type=args.loss_type, scale_rewards=not args.no_scale_rewards),

@@ -56,7 +56,7 @@ class TrainerConfig:
     warmup_steps: int = 0
     """Linear warm-up optimiser steps."""
     total_steps: int = 1000
-    """Optimiser steps the schedule spans (one step per round)."""
+    """Optimiser steps the schedule spans (rounds x steps_per_round x num_iterations)."""
     max_grad_norm: float = 1.0
     """Clip the global gradient norm to this (<= 0 disables clipping)."""
     micro_batch_size: int = 16
@@ -67,6 +67,8 @@ class TrainerConfig:
     """Use the engine's log-probs as old log-probs (off-policy engines, e.g. vLLM); False: on-policy ratio 1."""
     num_iterations: int = 1
     """Optimiser steps per round on the same rollouts (GRPO's mu, TRL's num_iterations); above 1 the engine's log-probs are the old log-probs, so the clipped ratio bounds each further step."""
+    steps_per_round: int = 1
+    """Mini-batches a round's rollouts are split into, one optimiser step each (TRL's steps_per_generation, verl's ppo_mini_batch_size); whole prompt groups, dealt round-robin so every step mixes the tasks; above 1 the engine's log-probs are the old log-probs."""
     mixed_precision: str = "no"
     """accelerate mixed precision: no, bf16 or fp16."""
     grad_last_layers: int = 1
@@ -79,6 +81,11 @@ class TrainerConfig:
     """Complete round checkpoints kept on disk (0 keeps all)."""
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     """Advantage and loss settings (from_config takes params.yaml's grpo section)."""
+
+    def __post_init__(self) -> None:
+        for name in ("num_iterations", "steps_per_round"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,69 @@ def subset_parameter_names(
             f"no parameter matches the gradient subset (last_layers={last_layers}, patterns={list(patterns)})"
         )
     return chosen
+
+
+def mini_batches(samples: Sequence[Sample], group_size: int, steps: int) -> list[list[Sample]]:
+    """A round's samples (prompt-major groups of `group_size`) split into `steps` mini-batches
+    of whole groups, group g going to mini-batch g % steps, so that each optimiser step sees
+    every task when the round lists its prompts task by task.
+
+    >>> groups = [Sample("ab"[g // 2], [0], [g], 0.0) for g in range(4) for _ in range(2)]
+    >>> [[(s.task, s.completion_ids[0]) for s in m][::2] for m in mini_batches(groups, 2, 2)]
+    [[('a', 0), ('b', 2)], [('a', 1), ('b', 3)]]
+    """
+    if group_size < 1 or len(samples) % group_size:
+        raise ValueError(f"{len(samples)} samples are not whole groups of {group_size}")
+    n_groups = len(samples) // group_size
+    if not 1 <= steps <= n_groups:
+        raise ValueError(
+            f"steps_per_round must be between 1 and the round's {n_groups} prompt groups, got {steps}"
+        )
+    minis: list[list[Sample]] = [[] for _ in range(steps)]
+    for g in range(n_groups):
+        minis[g % steps].extend(samples[g * group_size : (g + 1) * group_size])
+    return minis
+
+
+def merge_steps(results: Sequence[UpdateResult]) -> UpdateResult:
+    """One result for the optimiser steps of one pass over a round's mini-batches: KL and
+    clip fraction token-weighted, loss and gradient norm averaged over the steps, counts
+    summed, the learning rate of the first step, and each task's gradient the mean of its
+    mini-batch gradients (the full batch's gradient when the weights do not move between
+    steps, as each mini-batch's loss is normalised over that mini-batch). One step: itself."""
+    if len(results) == 1:
+        return results[0]
+    k = len(results)
+    per_task: dict[str, dict[str, float]] = {}
+    for r in results:
+        for t, st in r.per_task.items():
+            acc = per_task.setdefault(
+                t, {"kl": 0.0, "loss": 0.0, "samples": 0.0, "tokens": 0.0, "clip_frac": 0.0}
+            )
+            acc["kl"] += st["kl"] * st["tokens"]
+            acc["clip_frac"] += st["clip_frac"] * st["tokens"]
+            acc["loss"] += st["loss"] / k
+            acc["samples"] += st["samples"]
+            acc["tokens"] += st["tokens"]
+    for acc in per_task.values():
+        acc["kl"] /= max(acc["tokens"], 1.0)
+        acc["clip_frac"] /= max(acc["tokens"], 1.0)
+    tokens = sum(r.metrics["tokens"] for r in results)
+    metrics = {
+        "loss": sum(r.metrics["loss"] for r in results) / k,
+        "grad_norm": sum(r.metrics["grad_norm"] for r in results) / k,
+        "lr": results[0].metrics["lr"],
+        "kl": sum(r.metrics["kl"] * r.metrics["tokens"] for r in results) / max(tokens, 1.0),
+        "clip_frac": sum(r.metrics["clip_frac"] * r.metrics["tokens"] for r in results)
+        / max(tokens, 1.0),
+        "tokens": tokens,
+        "samples": sum(r.metrics["samples"] for r in results),
+    }
+    task_grads: dict[str, torch.Tensor] = {}
+    for r in results:
+        for t, g in r.task_grads.items():
+            task_grads[t] = task_grads.get(t, torch.zeros_like(g)) + g / k
+    return UpdateResult(metrics=metrics, per_task=per_task, task_grads=task_grads)
 
 
 class PolicyTrainer:
@@ -252,14 +322,21 @@ class PolicyTrainer:
             Sample(t, list(r.prompt_ids), list(r.completion_ids), float(a), list(r.logprobs))
             for r, t, a in zip(rollouts, tasks, adv.tolist(), strict=True)
         ]
-        if self.cfg.num_iterations < 1:
-            raise ValueError(f"num_iterations must be >= 1, got {self.cfg.num_iterations}")
-        old = self.cfg.use_rollout_logprobs or self.cfg.num_iterations > 1
-        result = self.step(samples, betas, use_old_logprobs=old)
-        first_grads = result.task_grads  # the on-policy gradient at this round's weights
-        for _ in range(self.cfg.num_iterations - 1):
-            result = self.step(samples, betas, use_old_logprobs=True)
-        result.task_grads = first_grads
+        minis = mini_batches(samples, group_size, self.cfg.steps_per_round)
+        old = (
+            self.cfg.use_rollout_logprobs
+            or self.cfg.num_iterations > 1
+            or self.cfg.steps_per_round > 1
+        )
+        passes = [
+            [self.step(mini, betas, use_old_logprobs=old) for mini in minis]
+            for _ in range(self.cfg.num_iterations)
+        ]
+        result = merge_steps(passes[-1])  # what the last pass over the rollouts measured
+        # per-task gradients of the first pass: at this round's weights for the first
+        # mini-batch; their mean over the mini-batches is the full batch's gradient when
+        # steps_per_round is 1 (and its estimate otherwise)
+        result.task_grads = merge_steps(passes[0]).task_grads
         return {
             "advantages": adv.tolist(),
             "kl": {t: v["kl"] for t, v in result.per_task.items()},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import subprocess
 import sys
@@ -228,3 +229,65 @@ def test_num_iterations_takes_mu_steps_with_the_rollout_logprobs_as_old(micro) -
     torch.testing.assert_close(
         out["task_gradients"]["a"], single["task_gradients"]["a"], rtol=1e-4, atol=1e-6
     )
+
+
+def _two_task_rollouts(probe: PolicyTrainer, vocab: int) -> tuple[list, list[float], list[str]]:
+    """4 prompt groups of 2 rollouts (tasks a, a, b, b, prompt-major), with the probe's own
+    log-probs as the engine's; rewards with spread in every group."""
+    from astor_core.policy.rollout import Rollout
+
+    rng = random.Random(5)
+    rollouts = []
+    for k in range(8):
+        prompt = [rng.randrange(3, vocab) for _ in range(5)]
+        comp = [rng.randrange(3, vocab) for _ in range(rng.randint(2, 5))]
+        ids = torch.tensor([prompt + comp])
+        with torch.no_grad():
+            lp = probe.completion_logps(probe.model, ids, torch.ones_like(ids), len(comp))
+        rollouts.append(Rollout(k // 2, "p", "c", prompt, comp, lp[0].tolist(), "length"))
+    return rollouts, [1.0, 0.0, 0.3, 0.9, 0.0, 1.0, 0.5, 0.2], ["a"] * 4 + ["b"] * 4
+
+
+def test_steps_per_round_takes_one_step_per_mini_batch_of_whole_groups(micro) -> None:
+    """steps_per_round = 2: two optimiser steps, each on half of the prompt groups and each
+    with both tasks (groups dealt round-robin); with the weights held (lr 0), the mean of the
+    steps' per-task gradients is the one-step gradient of the whole batch."""
+    import copy
+
+    model, tok = micro
+    twin = copy.deepcopy(model)
+    probe = PolicyTrainer(copy.deepcopy(model), tok, TrainerConfig(), cpu=True)
+    rollouts, rewards, tasks = _two_task_rollouts(probe, model.config.vocab_size)
+    cfg = TrainerConfig(
+        learning_rate=0.0, max_grad_norm=0.0, grpo=GRPOConfig(loss_type="grpo"), steps_per_round=2
+    )
+    split = PolicyTrainer(model, tok, cfg, cpu=True)
+    seen: list[list[str]] = []
+    real_step = split.step
+
+    def spy(samples, betas, use_old_logprobs=None):  # type: ignore[no-untyped-def]
+        seen.append([s.task for s in samples])
+        assert use_old_logprobs  # later steps are off-policy: the engine's log-probs are old
+        return real_step(samples, betas, use_old_logprobs)
+
+    split.step = spy  # type: ignore[method-assign]
+    out = split.update(rollouts, rewards, tasks, 2, {"a": 0.1, "b": 0.1})
+    assert seen == [["a", "a", "b", "b"], ["a", "a", "b", "b"]]
+    assert out["metrics"]["samples"] == 8
+    assert {t: v["samples"] for t, v in out["per_task"].items()} == {"a": 4, "b": 4}
+
+    one = PolicyTrainer(twin, tok, dataclasses.replace(cfg, steps_per_round=1), cpu=True)
+    whole = one.update(rollouts, rewards, tasks, 2, {"a": 0.1, "b": 0.1})
+    for t in ("a", "b"):
+        torch.testing.assert_close(
+            out["task_gradients"][t], whole["task_gradients"][t], rtol=1e-4, atol=1e-6
+        )
+    assert out["kl"] == pytest.approx(whole["kl"], abs=1e-6)
+
+
+def test_steps_per_round_must_fit_the_round(micro) -> None:
+    model, tok = micro
+    trainer = PolicyTrainer(model, tok, TrainerConfig(steps_per_round=5), cpu=True)
+    rollouts, rewards, tasks = _two_task_rollouts(trainer, model.config.vocab_size)
+    with pytest.raises(ValueError, match="steps_per_round must be between 1 and the round's 4"):
+        trainer.update(rollouts, rewards, tasks, 2, {"a": 0.0, "b": 0.0})
