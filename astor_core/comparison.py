@@ -71,14 +71,20 @@ def expand_methods(methods: Sequence[str], tasks: Sequence[str] = TASKS) -> list
     return out
 
 
-def run_overrides(scheduler: str, seed: int, prompts_per_round: int, n_tasks: int, run_root: str) -> list[str]:
+def run_overrides(
+    scheduler: str, seed: int, prompts_per_round: int, n_tasks: int, run_root: str
+) -> list[str]:
     """Config overrides of one run of the comparison (same budget for every method).
 
     >>> run_overrides("specialist:code_generation", 1, 24, 4, "runs/c")[:3]
     ['train.scheduler=specialist:code_generation', 'train.seed=1', 'train.run_dir=runs/c/specialist-code_generation-s1']
     """
     name = scheduler.replace(":", "-")
-    out = [f"train.scheduler={scheduler}", f"train.seed={seed}", f"train.run_dir={run_root}/{name}-s{seed}"]
+    out = [
+        f"train.scheduler={scheduler}",
+        f"train.seed={seed}",
+        f"train.run_dir={run_root}/{name}-s{seed}",
+    ]
     if scheduler.startswith("specialist:"):
         out.append(f"scheduler.prompts_per_round={max(1, prompts_per_round // n_tasks)}")
     return out
@@ -122,7 +128,10 @@ def method_rows(results: Sequence[RunResult], tasks: Sequence[str] = TASKS) -> d
         row = MethodRow(method=method, seeds=len(complete))
         for t in tasks:
             vals = np.array([sc[t] for sc in complete.values()])
-            row.per_task[t] = (float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0)
+            row.per_task[t] = (
+                float(vals.mean()),
+                float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
+            )
         avgs = [float(np.mean([sc[t] for t in tasks])) for sc in complete.values()]
         row.per_seed_average = avgs
         row.average = (float(np.mean(avgs)), float(np.std(avgs, ddof=1)) if len(avgs) > 1 else 0.0)
@@ -139,7 +148,9 @@ def relative_gain(value: float, base: float) -> float:
     return (value - base) / base if base else float("nan")
 
 
-def results_markdown(rows: Mapping[str, MethodRow], tasks: Sequence[str], baseline: str = "uniform") -> str:
+def results_markdown(
+    rows: Mapping[str, MethodRow], tasks: Sequence[str], baseline: str = "uniform"
+) -> str:
     """The results table: per-task mean ± std, average, gains over the baseline and the specialists."""
     base = rows.get(baseline)
     spec = rows.get(SPECIALISTS)
@@ -148,10 +159,16 @@ def results_markdown(rows: Mapping[str, MethodRow], tasks: Sequence[str], baseli
     for method, row in rows.items():
         cells = [f"{m:.3f} ± {s:.3f}" for m, s in (row.per_task[t] for t in tasks)]
         avg = row.average[0]
-        g_base = f"{relative_gain(avg, base.average[0]):+.1%}" if base and method != baseline else "—"
-        g_spec = f"{relative_gain(avg, spec.average[0]):+.1%}" if spec and method != SPECIALISTS else "—"
+        g_base = (
+            f"{relative_gain(avg, base.average[0]):+.1%}" if base and method != baseline else "—"
+        )
+        g_spec = (
+            f"{relative_gain(avg, spec.average[0]):+.1%}" if spec and method != SPECIALISTS else "—"
+        )
         lines.append(
-            f"| {method} | " + " | ".join(cells) + f" | {avg:.3f} ± {row.average[1]:.3f} | {g_base} | {g_spec} | {row.seeds} |"
+            f"| {method} | "
+            + " | ".join(cells)
+            + f" | {avg:.3f} ± {row.average[1]:.3f} | {g_base} | {g_spec} | {row.seeds} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -58,23 +58,37 @@ def compare_flow(
         base.append(f"train.rounds={cc.quick_rounds}")
     run_cfg = load_config(config_path, base)  # what every child run shares (the budget)
     parent = tracking.RunTracker(cc.experiment, run_name="compare-quick" if quick else "compare")
-    parent.set_tags({"astor.role": "comparison", "git.commit": tracking.git_commit(), "astor.quick": str(quick)})
-    parent.log_params(tracking.flatten_params(run_cfg.to_dict()) | {"compare.seeds_run": str(seeds)})
+    parent.set_tags(
+        {"astor.role": "comparison", "git.commit": tracking.git_commit(), "astor.quick": str(quick)}
+    )
+    parent.log_params(
+        tracking.flatten_params(run_cfg.to_dict()) | {"compare.seeds_run": str(seeds)}
+    )
     schedulers = expand_methods(cc.methods, TASKS)
     try:
         for seed in seeds:
             for scheduler in schedulers:
-                run_over = base + run_overrides(
-                    # each comparison trains from scratch in its own folder (never resumes another's runs)
-                    scheduler, seed, cfg.scheduler.prompts_per_round, len(TASKS), f"{cc.run_root}/{parent.run_id}"
-                ) + [f"train.parent_run_id={parent.run_id}"]
+                run_over = (
+                    base
+                    + run_overrides(
+                        # each comparison trains from scratch in its own folder (never resumes another's runs)
+                        scheduler,
+                        seed,
+                        cfg.scheduler.prompts_per_round,
+                        len(TASKS),
+                        f"{cc.run_root}/{parent.run_id}",
+                    )
+                    + [f"train.parent_run_id={parent.run_id}"]
+                )
                 logger.info("compare: %s seed %d", scheduler, seed)
                 train_flow.with_options(flow_run_name=f"{scheduler}-s{seed}")(config_path, run_over)
     except BaseException:
         parent.terminate("FAILED")
         raise
     parent.terminate("FINISHED")
-    report = write_report(parent.run_id, Path("docs/RESULTS.md"), command=_command(config_path, overrides, quick))
+    report = write_report(
+        parent.run_id, Path("docs/RESULTS.md"), command=_command(config_path, overrides, quick)
+    )
     return {"parent_run_id": parent.run_id, "report": str(report)}
 
 
@@ -86,7 +100,9 @@ def _command(config_path: str, overrides: list[str], quick: bool) -> str:
     return " ".join(parts)
 
 
-def collect_results(parent_run_id: str, metric: str = "mean_reward") -> tuple[list[RunResult], list[Any]]:
+def collect_results(
+    parent_run_id: str, metric: str = "mean_reward"
+) -> tuple[list[RunResult], list[Any]]:
     """Child runs of a comparison and their final held-out scores (from MLflow only)."""
     client = MlflowClient(tracking.tracking_uri())
     parent = client.get_run(parent_run_id)
@@ -98,9 +114,15 @@ def collect_results(parent_run_id: str, metric: str = "mean_reward") -> tuple[li
     results = []
     for run in children:
         scores = {
-            t: run.data.metrics[f"eval_{metric}/{t}"] for t in TASKS if f"eval_{metric}/{t}" in run.data.metrics
+            t: run.data.metrics[f"eval_{metric}/{t}"]
+            for t in TASKS
+            if f"eval_{metric}/{t}" in run.data.metrics
         }
-        results.append(RunResult(run.data.tags["astor.scheduler"], int(run.data.params.get("train.seed", 0)), scores))
+        results.append(
+            RunResult(
+                run.data.tags["astor.scheduler"], int(run.data.params.get("train.seed", 0)), scores
+            )
+        )
     return results, children
 
 
@@ -123,7 +145,9 @@ def _curves(client: MlflowClient, children: list[Any], out_dir: Path) -> list[st
                 if sched.startswith("specialist:") and sched != f"specialist:{task}":
                     continue
                 hist = client.get_metric_history(run.info.run_id, f"{series}/{task}")
-                by_method.setdefault(sched.split(":")[0], []).append(sorted((m.step, m.value) for m in hist))
+                by_method.setdefault(sched.split(":")[0], []).append(
+                    sorted((m.step, m.value) for m in hist)
+                )
             for method, curves in sorted(by_method.items()):
                 steps = sorted({s for c in curves for s, _ in c})
                 mean = [np.mean([v for c in curves for s, v in c if s == st]) for st in steps]
@@ -142,7 +166,10 @@ def _curves(client: MlflowClient, children: list[Any], out_dir: Path) -> list[st
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
         for ax, series in zip(axes, ("utility", "beta"), strict=True):
             for task in TASKS:
-                hist = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, f"{series}/{task}"))
+                hist = sorted(
+                    (m.step, m.value)
+                    for m in client.get_metric_history(run.info.run_id, f"{series}/{task}")
+                )
                 ax.plot([s for s, _ in hist], [v for _, v in hist], label=task)
             ax.set_title(f"ASTOR {series} per task", fontsize=9)
             ax.set_xlabel("round")

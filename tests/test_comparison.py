@@ -56,7 +56,11 @@ def test_gains_and_verdict() -> None:
 
 
 def test_specialists_get_a_task_share_of_the_budget() -> None:
-    assert expand_methods(["uniform", "specialists"], TASKS) == ["uniform", "specialist:a", "specialist:b"]
+    assert expand_methods(["uniform", "specialists"], TASKS) == [
+        "uniform",
+        "specialist:a",
+        "specialist:b",
+    ]
     over = run_overrides("specialist:a", 2, 32, 4, "runs/c")
     assert "scheduler.prompts_per_round=8" in over and "train.seed=2" in over
     assert not any(o.startswith("scheduler.") for o in run_overrides("astor", 0, 32, 4, "runs/c"))

@@ -19,4 +19,3 @@ app.add_typer(bench.app, name="bench")
 app.add_typer(model.app, name="model")
 model.register(app)
 run.register(app)
-

@@ -37,7 +37,13 @@ def _params(repo: Path) -> dict:
     params["rollout"] = mini["rollout"]
     params["trainer"] = mini["trainer"]
     params["scheduler"] = mini["scheduler"]
-    params["train"] = {**mini["train"], "scheduler": "astor", "rounds": 2, "eval_every": 2, "run_dir": "runs/astor"}
+    params["train"] = {
+        **mini["train"],
+        "scheduler": "astor",
+        "rounds": 2,
+        "eval_every": 2,
+        "run_dir": "runs/astor",
+    }
     return params
 
 
@@ -71,7 +77,12 @@ def test_dvc_repro_whole_pipeline_then_experiment(tmp_path: Path) -> None:
     for stage in ("build_pools", "validate_pools", "init_model", "sft", "train", "evaluate"):
         assert f"Running stage '{stage}'" in out, stage
     metrics = json.loads((repo / "metrics" / "eval.json").read_text())
-    assert set(metrics["tasks"]) == {"code_reasoning", "code_generation", "unit_test_generation", "commit_message"}
+    assert set(metrics["tasks"]) == {
+        "code_reasoning",
+        "code_generation",
+        "unit_test_generation",
+        "commit_message",
+    }
     assert (repo / "runs" / "astor" / "rounds.csv").is_file()
 
     out = _run(dvc + ["repro"], repo, env)

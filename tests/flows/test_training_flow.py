@@ -21,7 +21,16 @@ from flows.training import train_flow
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-SERIES_PER_TASK = ("utility", "learning_potential", "share", "rollouts_spent", "beta", "kl", "mean_reward", "zero_variance_frac")
+SERIES_PER_TASK = (
+    "utility",
+    "learning_potential",
+    "share",
+    "rollouts_spent",
+    "beta",
+    "kl",
+    "mean_reward",
+    "zero_variance_frac",
+)
 
 
 def _task_run_names(flow_run_id: str) -> set[str]:
@@ -43,18 +52,32 @@ def test_flow_tracks_every_series_every_round(prefect_harness, mini_run: Path) -
     assert run.info.status == "FINISHED"
     for series in SERIES_PER_TASK:
         for task in TASKS:
-            steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, f"{series}/{task}"))
+            steps = sorted(
+                m.step for m in client.get_metric_history(run.info.run_id, f"{series}/{task}")
+            )
             assert steps == [0, 1, 2], (series, task, steps)
-    assert {m.step for m in client.get_metric_history(run.info.run_id, f"eval_mean_reward/{TASKS[0]}")} == {2}
+    assert {
+        m.step for m in client.get_metric_history(run.info.run_id, f"eval_mean_reward/{TASKS[0]}")
+    } == {2}
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert "plots/synergy_heatmap.png" in artifacts and "plots/utility_trajectory.png" in artifacts
-    assert any(a.path.endswith("eval_table.md") for a in client.list_artifacts(run.info.run_id, "eval"))
+    assert any(
+        a.path.endswith("eval_table.md") for a in client.list_artifacts(run.info.run_id, "eval")
+    )
     assert client.list_artifacts(run.info.run_id, "policy")
     pools_dir = yaml.safe_load(mini_run.read_text())["data"]["pools_dir"]
     assert run.data.tags["dvc.pools_digest"] == pipeline.pools_digest(pools_dir)
     flow_run_id = run.data.tags["prefect.flow_run_id"]
     names = _task_run_names(flow_run_id)
-    for stage in ("validate-pools", "schedule", "rollout", "train-round", "recompute-utility", "evaluate", "checkpoint"):
+    for stage in (
+        "validate-pools",
+        "schedule",
+        "rollout",
+        "train-round",
+        "recompute-utility",
+        "evaluate",
+        "checkpoint",
+    ):
         assert any(n.startswith(stage) for n in names), (stage, names)
     # untagged by default: a tagged task run takes a concurrency lease (seconds per round)
     assert all(not tags for name, tags in _task_runs(flow_run_id) if name == "train-round")
@@ -72,20 +95,29 @@ def test_transient_reward_failure_is_retried(prefect_harness, mini_run: Path, mo
 
     monkeypatch.setattr(pipeline, "score_chunk", flaky)
     result = train_flow(
-        str(mini_run), overrides=["train.rounds=1", "train.eval_every=1", "train.train_stage_tags=[gpu]"]
+        str(mini_run),
+        overrides=["train.rounds=1", "train.eval_every=1", "train.train_stage_tags=[gpu]"],
     )
     assert result["rounds"] == 1
     assert calls["n"] >= 2
-    flow_run_id = MlflowClient(tracking.tracking_uri()).get_run(result["mlflow_run_id"]).data.tags["prefect.flow_run_id"]
+    flow_run_id = (
+        MlflowClient(tracking.tracking_uri())
+        .get_run(result["mlflow_run_id"])
+        .data.tags["prefect.flow_run_id"]
+    )
     assert [tags for name, tags in _task_runs(flow_run_id) if name == "train-round"] == [{"gpu"}]
 
 
-def test_permanent_failure_fails_flow_and_keeps_checkpoint(prefect_harness, mini_run: Path, monkeypatch) -> None:
+def test_permanent_failure_fails_flow_and_keeps_checkpoint(
+    prefect_harness, mini_run: Path, monkeypatch
+) -> None:
     real = pipeline.score_chunk
     state = {"ok_calls": 0}
 
     def broken_after_first_round(chunk):
-        if Path(mini_run.parent / "run" / "checkpoints").exists() and complete_rounds(mini_run.parent / "run" / "checkpoints"):
+        if Path(mini_run.parent / "run" / "checkpoints").exists() and complete_rounds(
+            mini_run.parent / "run" / "checkpoints"
+        ):
             raise RuntimeError("reward stage is permanently broken (injected)")
         state["ok_calls"] += 1
         return real(chunk)
@@ -108,9 +140,25 @@ def test_kill_9_mid_round_then_resume(mini_run: Path, tmp_path: Path) -> None:
     env.pop("PREFECT_API_URL", None)
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"
-    cmd = [sys.executable, "-m", "flows.cli", "train", "--config", str(mini_run), "-S", "train.rounds=4"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "train",
+        "--config",
+        str(mini_run),
+        "-S",
+        "train.rounds=4",
+    ]
     ckpts = mini_run.parent / "run" / "checkpoints"
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 400
     while time.time() < deadline and not (ckpts.exists() and len(complete_rounds(ckpts)) >= 1):
         time.sleep(0.2)
@@ -120,7 +168,15 @@ def test_kill_9_mid_round_then_resume(mini_run: Path, tmp_path: Path) -> None:
     proc.wait()
     done_before = complete_rounds(ckpts)
     assert max(done_before) < 3
-    subprocess.run(cmd, cwd=tmp_path, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    subprocess.run(
+        cmd,
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=600,
+    )
     assert max(complete_rounds(ckpts)) == 3
     client = MlflowClient(tracking.tracking_uri())
     exp = client.get_experiment_by_name("astor-test")
