@@ -4,7 +4,8 @@
 
 Each seed: a fresh PolicyTrainer from the SFT weights, the uniform scheduler (equal task
 shares, uniform prompts, one fixed beta), `rounds` rounds of sample -> sandboxed reward ->
-GRPO update, greedy held-out evaluation every `eval_every` rounds. Writes the curves
+GRPO update (64 prompts x G = 16 per round by default, in 2 mini-batch optimiser steps of 32
+prompts), greedy and sampled held-out evaluation every `eval_every` rounds. Writes the curves
 (held-out mean reward per task vs round, one line per seed, the SFT level dashed) to
 docs/img/policy_grpo_curves.png and the numbers to runs/policy_grpo_curves.json, and
 prints on how many tasks each seed beat the SFT model (acceptance: >= 3 of 4 in every seed).
@@ -24,7 +25,7 @@ def main() -> None:
     ap.add_argument("--pools", default="data/pools")
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--prompts-per-round", type=int, default=32)
+    ap.add_argument("--prompts-per-round", type=int, default=64)
     ap.add_argument("--group-size", type=int, default=16)
     ap.add_argument("--beta", type=float, default=0.02)
     ap.add_argument("--lr", type=float, default=3e-4)
@@ -35,7 +36,7 @@ def main() -> None:
     ap.add_argument(
         "--steps-per-round",
         type=int,
-        default=1,
+        default=2,
         help="mini-batches per round, one optimiser step each (TRL's steps_per_generation)",
     )
     ap.add_argument("--warmup-steps", type=int, default=5)
