@@ -333,10 +333,8 @@ class PolicyTrainer:
             for _ in range(self.cfg.num_iterations)
         ]
         result = merge_steps(passes[-1])  # what the last pass over the rollouts measured
-        # per-task gradients of the first pass: at this round's weights for the first
-        # mini-batch; their mean over the mini-batches is the full batch's gradient when
-        # steps_per_round is 1 (and its estimate otherwise)
-        result.task_grads = merge_steps(passes[0]).task_grads
+        if len(passes) > 1:  # per-task gradients from the first pass, the one nearest on-policy
+            result.task_grads = merge_steps(passes[0]).task_grads
         return {
             "advantages": adv.tolist(),
             "kl": {t: v["kl"] for t, v in result.per_task.items()},
