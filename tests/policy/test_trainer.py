@@ -183,29 +183,36 @@ def test_kill_during_checkpoint_write_leaves_nothing_half_written(
         load_checkpoint(next(p for p in root.iterdir() if p.name.startswith(".tmp-")), trainer)
 
 
+def _engine_rollouts(
+    probe: PolicyTrainer, n: int, seed: int, completion_len: int | None = None
+) -> list:
+    """`n` random rollouts in groups of 2 (5 prompt tokens; `completion_len` completion tokens,
+    or 2-5 at random), with the probe's own log-probs standing in for the engine's."""
+    from astor_core.policy.rollout import Rollout
+
+    rng = random.Random(seed)
+    vocab = probe.model.config.vocab_size
+    rollouts = []
+    for k in range(n):
+        prompt = [rng.randrange(3, vocab) for _ in range(5)]
+        comp = [rng.randrange(3, vocab) for _ in range(completion_len or rng.randint(2, 5))]
+        ids = torch.tensor([prompt + comp])
+        with torch.no_grad():
+            lp = probe.completion_logps(probe.model, ids, torch.ones_like(ids), len(comp))
+        rollouts.append(Rollout(k // 2, "p", "c", prompt, comp, lp[0].tolist(), "length"))
+    return rollouts
+
+
 def test_num_iterations_takes_mu_steps_with_the_rollout_logprobs_as_old(micro) -> None:
     """GRPO's mu: the same rollouts feed num_iterations optimiser steps; the engine's log-probs
     are the old policy, so later steps see a ratio away from 1 (and clip); the per-task
     gradient reported is the first, on-policy one."""
     import copy
 
-    from astor_core.policy.rollout import Rollout
-
     model, tok = micro
     twin = copy.deepcopy(model)
-    rng = random.Random(2)
-    vocab = model.config.vocab_size
     probe = PolicyTrainer(copy.deepcopy(model), tok, TrainerConfig(), cpu=True)
-    rollouts = []
-    for k in range(4):
-        prompt = [rng.randrange(3, vocab) for _ in range(5)]
-        comp = [rng.randrange(3, vocab) for _ in range(4)]
-        ids = torch.tensor([prompt + comp])
-        with torch.no_grad():
-            lp = probe.completion_logps(probe.model, ids, torch.ones_like(ids), len(comp))[
-                0
-            ].tolist()
-        rollouts.append(Rollout(k // 2, "p", "c", prompt, comp, lp, "length"))
+    rollouts = _engine_rollouts(probe, 4, seed=2, completion_len=4)
     args = ([1.0, 0.0, 0.0, 1.0], ["a"] * 4, 2, {"a": 0.0})
 
     mu = PolicyTrainer(
@@ -231,20 +238,10 @@ def test_num_iterations_takes_mu_steps_with_the_rollout_logprobs_as_old(micro) -
     )
 
 
-def _two_task_rollouts(probe: PolicyTrainer, vocab: int) -> tuple[list, list[float], list[str]]:
+def _two_task_rollouts(probe: PolicyTrainer) -> tuple[list, list[float], list[str]]:
     """4 prompt groups of 2 rollouts (tasks a, a, b, b, prompt-major), with the probe's own
     log-probs as the engine's; rewards with spread in every group."""
-    from astor_core.policy.rollout import Rollout
-
-    rng = random.Random(5)
-    rollouts = []
-    for k in range(8):
-        prompt = [rng.randrange(3, vocab) for _ in range(5)]
-        comp = [rng.randrange(3, vocab) for _ in range(rng.randint(2, 5))]
-        ids = torch.tensor([prompt + comp])
-        with torch.no_grad():
-            lp = probe.completion_logps(probe.model, ids, torch.ones_like(ids), len(comp))
-        rollouts.append(Rollout(k // 2, "p", "c", prompt, comp, lp[0].tolist(), "length"))
+    rollouts = _engine_rollouts(probe, 8, seed=5)
     return rollouts, [1.0, 0.0, 0.3, 0.9, 0.0, 1.0, 0.5, 0.2], ["a"] * 4 + ["b"] * 4
 
 
@@ -257,7 +254,7 @@ def test_steps_per_round_takes_one_step_per_mini_batch_of_whole_groups(micro) ->
     model, tok = micro
     twin = copy.deepcopy(model)
     probe = PolicyTrainer(copy.deepcopy(model), tok, TrainerConfig(), cpu=True)
-    rollouts, rewards, tasks = _two_task_rollouts(probe, model.config.vocab_size)
+    rollouts, rewards, tasks = _two_task_rollouts(probe)
     cfg = TrainerConfig(
         learning_rate=0.0, max_grad_norm=0.0, grpo=GRPOConfig(loss_type="grpo"), steps_per_round=2
     )
@@ -288,6 +285,6 @@ def test_steps_per_round_takes_one_step_per_mini_batch_of_whole_groups(micro) ->
 def test_steps_per_round_must_fit_the_round(micro) -> None:
     model, tok = micro
     trainer = PolicyTrainer(model, tok, TrainerConfig(steps_per_round=5), cpu=True)
-    rollouts, rewards, tasks = _two_task_rollouts(trainer, model.config.vocab_size)
+    rollouts, rewards, tasks = _two_task_rollouts(trainer)
     with pytest.raises(ValueError, match="steps_per_round must be between 1 and the round's 4"):
         trainer.update(rollouts, rewards, tasks, 2, {"a": 0.0, "b": 0.0})
