@@ -5,7 +5,8 @@
 Each seed: a fresh PolicyTrainer from the SFT weights, the uniform scheduler (equal task
 shares, uniform prompts, one fixed beta), `rounds` rounds of sample -> sandboxed reward ->
 GRPO update (64 prompts x G = 16 per round by default, in 2 mini-batch optimiser steps of 32
-prompts), greedy and sampled held-out evaluation every `eval_every` rounds. Writes the curves
+prompts), greedy and sampled held-out evaluation every `eval_every` rounds, on the whole
+held-out split by default. Writes the curves
 (held-out mean reward per task vs round, one line per seed, the SFT level dashed) to
 docs/img/policy_grpo_curves.png and the numbers to runs/policy_grpo_curves.json, and
 prints on how many tasks each seed beat the SFT model (acceptance: >= 3 of 4 in every seed).
@@ -43,7 +44,13 @@ def main() -> None:
     ap.add_argument(
         "--no-scale-rewards", action="store_true", help="centre group rewards only (Dr. GRPO)"
     )
-    ap.add_argument("--eval-per-task", type=int, default=128)
+    ap.add_argument(
+        "--eval-per-task",
+        type=int,
+        default=0,
+        help="held-out items per task, the first N by prompt_id (the training flow evaluates "
+        "128); 0 = the whole held-out split (148-196 items per task on the default pools)",
+    )
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument(
         "--eval-samples",
@@ -79,17 +86,14 @@ def main() -> None:
     sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
     greedy = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=0.0)
     sandbox = default_sandbox()
+    per_task = args.eval_per_task or len(eval_records)
 
     model, tok = load_model(ModelConfig(args.sft))
 
     def held_out_tables(policy) -> dict[str, dict]:
         """Greedy (one completion per item) and, with --eval-samples, the sampling policy's
         expected reward (mean over eval_samples completions per item, fixed seed)."""
-        tables = {
-            "greedy": evaluate(
-                policy, tok, eval_records, args.eval_per_task, greedy, sandbox=sandbox
-            )
-        }
+        tables = {"greedy": evaluate(policy, tok, eval_records, per_task, greedy, sandbox=sandbox)}
         if args.eval_samples:
             sampled = SamplingParams(
                 max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=12345
@@ -98,7 +102,7 @@ def main() -> None:
                 policy,
                 tok,
                 eval_records,
-                args.eval_per_task,
+                per_task,
                 sampled,
                 sandbox=sandbox,
                 samples=args.eval_samples,
