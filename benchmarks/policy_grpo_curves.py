@@ -86,14 +86,16 @@ def main() -> None:
     sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
     greedy = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=0.0)
     sandbox = default_sandbox()
-    per_task = args.eval_per_task or len(eval_records)
+    eval_items = args.eval_per_task or len(eval_records)
 
     model, tok = load_model(ModelConfig(args.sft))
 
     def held_out_tables(policy) -> dict[str, dict]:
         """Greedy (one completion per item) and, with --eval-samples, the sampling policy's
         expected reward (mean over eval_samples completions per item, fixed seed)."""
-        tables = {"greedy": evaluate(policy, tok, eval_records, per_task, greedy, sandbox=sandbox)}
+        tables = {
+            "greedy": evaluate(policy, tok, eval_records, eval_items, greedy, sandbox=sandbox)
+        }
         if args.eval_samples:
             sampled = SamplingParams(
                 max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=12345
@@ -102,7 +104,7 @@ def main() -> None:
                 policy,
                 tok,
                 eval_records,
-                per_task,
+                eval_items,
                 sampled,
                 sandbox=sandbox,
                 samples=args.eval_samples,
