@@ -6,10 +6,10 @@ Each seed: a fresh PolicyTrainer from the SFT weights, the uniform scheduler (eq
 shares, uniform prompts, one fixed beta), `rounds` rounds of sample -> sandboxed reward ->
 GRPO update (64 prompts x G = 16 per round by default, in 2 mini-batch optimiser steps of 32
 prompts), greedy and sampled held-out evaluation every `eval_every` rounds, on the whole
-held-out split by default. Writes the curves
-(held-out mean reward per task vs round, one line per seed, the SFT level dashed) to
-docs/img/policy_grpo_curves.png and the numbers to runs/policy_grpo_curves.json, and
-prints on how many tasks each seed beat the SFT model (acceptance: >= 3 of 4 in every seed).
+held-out split by default. Writes the curves (held-out mean reward per task vs round, one line
+per seed, the SFT level dashed) to docs/img/policy_grpo_curves.png and the numbers to
+runs/policy_grpo_curves.json, and prints on how many tasks each seed beat the SFT model
+(acceptance: >= 3 of 4 in every seed).
 """
 
 from __future__ import annotations
