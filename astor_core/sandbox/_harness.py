@@ -315,7 +315,7 @@ def _substitute(code: types.CodeType, table: dict) -> types.CodeType:
 def compile_check(source: str, kind: str) -> types.CodeType:
     """Rewrite + compile one check; helpers and builtins become constants of the code."""
     tree = _checkrewrite.rewrite_check(source, kind)
-    with warnings.catch_warnings():  # the placeholders are calls of str constants to CPython
+    with warnings.catch_warnings():  # CPython sees the helper slots (str constants) called
         warnings.simplefilter("ignore", SyntaxWarning)
         code = compile(tree, "<check>", kind, dont_inherit=True, optimize=0)
     table = dict(_HELPERS)
