@@ -766,7 +766,7 @@ def _warm_helpers() -> None:
 def _prepare_server(settings: dict) -> None:
     """Everything the job child would otherwise redo on every fork, done once before forking."""
     global _MODULE_TABLE, _HOOK
-    warnings.simplefilter("ignore")  # placeholder constants look like calls of str literals
+    warnings.simplefilter("ignore")  # untrusted programs compiled here, run in the children
     os.register_at_fork = _register_at_fork_but_reseed
     try:
         for name in (*sys.builtin_module_names, *settings["preload"]):
