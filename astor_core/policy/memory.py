@@ -88,11 +88,6 @@ def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    config = getattr(model, "config", None)
-    if config is not None:
-        config.use_cache = (
-            False  # a KV cache is useless in the update and clashes with recomputation
-        )
 
 
 @contextlib.contextmanager

@@ -476,6 +476,7 @@ class PolicyTrainer:
             attention_mask=attention_mask,
             position_ids=position_ids,
             logits_to_keep=n_completion + 1,
+            use_cache=False,  # a scoring pass: a KV cache would only hold memory
         ).logits[:, :-1, :]
         return token_logps(logits.float(), input_ids[:, -n_completion:], self.cfg.temperature)
 
