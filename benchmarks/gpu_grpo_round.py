@@ -1,7 +1,7 @@
 """One GRPO round of a Qwen2.5-Coder-1.5B-shaped model through PolicyTrainer, on one GPU.
 
     OUT=out python benchmarks/gpu_grpo_round.py                      # H200: ~2-4 min
-    OUT=/tmp/o python benchmarks/gpu_grpo_round.py --tiny --device cpu   # smoke test, ~20 s
+    OUT=/tmp/o python benchmarks/gpu_grpo_round.py --tiny --device cpu   # smoke test, ~1 min on 2 cores
 
 Randomly initialised weights (the config is written here, nothing comes from a hub), random
 prompt/completion token ids and random advantages: the numbers are throughput, not learning.
