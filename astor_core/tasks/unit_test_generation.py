@@ -362,16 +362,13 @@ class _Screen:
         self.tree = tree
         self.cfg = cfg
         self.parents = {id(c): n for n in ast.walk(tree) for c in ast.iter_child_nodes(n)}
-        self.protected, self.modules, self.free = _reference_names(reference, entry_point, cfg)
+        protected, modules, free = _reference_names(reference, entry_point, cfg)
+        self.protected, self.modules, self.free = protected, dict(modules), set(free)
         self.defs = {n.name: n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
         self.roots = {name: name for name in self.protected}
         """Each name that stands for code under test -> the reference's name it stands for."""
         self.entry_point = entry_point
         self.bound: set[str] = set()
-
-    @property
-    def callees(self) -> set[str]:
-        return set(self.roots)
 
     def problem(self) -> str:
         """The first rule the tests break, or ""."""
@@ -418,7 +415,7 @@ class _Screen:
                     if not _module_allows(module, alias.name, self.cfg):
                         return f"import of {module}.{alias.name}"
                     self.free.add(alias.asname or alias.name)
-        clash = self.callees & (set(self.modules) | self.free)
+        clash = set(self.roots) & (set(self.modules) | self.free)
         return f"the tests rebind {sorted(clash)[0]}" if clash else ""
 
     def _aliases(self) -> str:
@@ -517,7 +514,7 @@ class _Screen:
 
     def _name_problem(self, node: ast.Name, parent: ast.AST | None, bound: set[str]) -> str:
         name = node.id
-        if name in self.callees:
+        if name in self.roots:
             if isinstance(node.ctx, ast.Load) and self._call_position(node, parent):
                 return ""
             stored = isinstance(node.ctx, ast.Store) and name not in self.protected
@@ -594,23 +591,26 @@ class _Screen:
         return any(k.value is node and k.arg in by_keyword for k in call.keywords)
 
 
+@functools.lru_cache(maxsize=256)  # a GRPO group screens many completions of one record
 def _reference_names(
     reference: str, entry_point: str, cfg: UnitTestConfig
-) -> tuple[set[str], dict[str, str], set[str]]:
+) -> tuple[frozenset[str], Mapping[str, str], frozenset[str]]:
     """(protected, modules, free): the names the code under test binds at module level that the
     tests may only call; the allowed modules it imports (usable as the tests' own imports); and
     the names it binds to literal constants or allowed module attributes (usable freely).
 
     >>> code = "import math, os\\nN = 3\\ndef f(x): return x\\nclass C: pass"
     >>> protected, modules, free = _reference_names(code, "f", UnitTestConfig())
-    >>> sorted(protected), modules, free
+    >>> sorted(protected), dict(modules), set(free)
     (['C', 'f', 'os'], {'math': 'math'}, {'N'})
     """
-    protected, modules, free = {entry_point}, {}, set()
+    protected: set[str] = {entry_point}
+    modules: dict[str, str] = {}
+    free: set[str] = set()
     try:
         tree = ast.parse(reference)
     except (SyntaxError, ValueError):
-        return protected, modules, free
+        return frozenset(protected), types.MappingProxyType(modules), frozenset(free)
     allowed = set(cfg.allowed_imports)
     for node in _module_level(tree):
         if isinstance(node, ast.Import):
@@ -635,8 +635,7 @@ def _reference_names(
             protected.update(_stored_names(node))
     for name in protected & set(modules):
         del modules[name]
-    free -= protected
-    return protected, modules, free
+    return frozenset(protected), types.MappingProxyType(modules), frozenset(free - protected)
 
 
 def _stored_names(node: ast.AST) -> set[str]:
