@@ -364,7 +364,7 @@ class _Screen:
         self.parents = {id(c): n for n in ast.walk(tree) for c in ast.iter_child_nodes(n)}
         protected, modules, free = _reference_names(reference, entry_point, cfg)
         self.protected, self.modules, self.free = protected, dict(modules), set(free)
-        self.defs = {n.name: n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+        self.defs = _test_functions(tree)
         self.roots = {name: name for name in self.protected}
         """Each name that stands for code under test -> the reference's name it stands for."""
         self.entry_point = entry_point
@@ -486,7 +486,7 @@ class _Screen:
         parent = self.parents.get(id(node))
         if isinstance(node, ast.Name):
             return self._name_problem(node, parent, bound)
-        if isinstance(node, ast.FunctionDef) and node.name in self.roots:
+        if isinstance(node, ast.FunctionDef | ast.ExceptHandler) and node.name in self.roots:
             return f"the tests rebind {node.name}"
         if isinstance(node, ast.FunctionDef) and node.decorator_list:
             return "decorators are not allowed in tests"
@@ -589,6 +589,34 @@ class _Screen:
             if a is node:
                 return i < len(positional)
         return any(k.value is node and k.arg in by_keyword for k in call.keywords)
+
+
+def _test_functions(tree: ast.Module) -> dict[str, ast.FunctionDef]:
+    """Functions the tests define at module level whose name nothing else binds (no parameter,
+    variable, import or built-in of that name), so a call by that name always reaches them.
+
+    >>> tree = ast.parse("def check(c): pass\\ndef repr(c): pass\\ng = lambda check: 0")
+    >>> list(_test_functions(tree)), list(_test_functions(ast.parse("def check(c): pass")))
+    ([], ['check'])
+    """
+    counts: dict[str, int] = {}
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            names = [node.id]
+        elif isinstance(node, ast.arg):
+            names = [node.arg]
+        elif isinstance(node, ast.FunctionDef | ast.ExceptHandler) and node.name:
+            names = [node.name]
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names = [a.asname or a.name.split(".")[0] for a in node.names]
+        for name in names:
+            counts[name] = counts.get(name, 0) + 1
+    return {
+        n.name: n
+        for n in tree.body
+        if isinstance(n, ast.FunctionDef) and counts[n.name] == 1 and not hasattr(builtins, n.name)
+    }
 
 
 @functools.lru_cache(maxsize=256)  # a GRPO group screens many completions of one record

@@ -175,6 +175,15 @@ ATTACKS: dict[str, str] = {
     ),
     "type_three_args": "P = type('P', (), {{}})\nassert step(0) == 1 and P\n",
     "module_valued_attribute": "import re\nassert re.functools.reduce and step(0) == 1\n",
+    "shadowed_test_function": (
+        "def check(a):\n    return a\n"
+        "def outer():\n    def check(c):\n        return c(0)\n"
+        "g = check(step)\n"
+        "assert '0x' in str(g) and step(0) == 1\n"
+    ),
+    "builtin_named_test_function": (
+        "g = repr(step)\ndef repr(c):\n    return c(0)\nassert '0x' in g and step(0) == 1\n"
+    ),
     "rebind_entry_point": "def step(x, k=2):\n    return 1\nassert step(0) == 1\n",
 }
 """Each attack, formatted with FACTS about the reference as compiled in the sandbox."""
