@@ -309,8 +309,9 @@ _ALLOWED_NODES: tuple[type, ...] = (
 _INTERNAL_ATTRIBUTE = re.compile(r"_|(co|f|gi|cr|ag|tb)_")
 """Attribute names that reach private state or code, frame, generator or traceback internals."""
 
-_DUNDER = re.compile(r"(?<![A-Za-z0-9_])__[A-Za-z][A-Za-z0-9_]*__(?![A-Za-z0-9_])")
-"""A dunder name inside a string (what getattr-like routes would be handed)."""
+_DUNDER = re.compile(r"(?<![A-Za-z0-9_])__(?!main__)[A-Za-z][A-Za-z0-9_]*__(?![A-Za-z0-9_])")
+"""A dunder name inside a string (what getattr-like routes would be handed); `"__main__"`, as
+in `if __name__ == "__main__":`, names no attribute."""
 
 _PLAIN_FIELD = re.compile(r"[A-Za-z0-9_]*")
 """A str.format field that names an argument and reaches nothing inside it."""

@@ -95,6 +95,7 @@ def test_screening_keeps_good_tests_and_cuts_truncation() -> None:
         "assert clamp(LIMIT, 0, 2) == 2\n",  # a literal constant the reference binds
         "assert clamp(int(math.sqrt(16)), 0, 2) == 2\n",  # a module the reference imports
         "assert clamp('Yellow__Dirty__Fellow', 'A', 'Z') == 'Yellow__Dirty__Fellow'\n",
+        "if __name__ == '__main__':\n    assert clamp(1, 0, 2) == 1\n",
     ],
 )
 def test_screening_keeps_plain_behaviour_tests(completion: str) -> None:
