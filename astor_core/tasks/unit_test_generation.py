@@ -80,7 +80,8 @@ _DONE = Check("pass")
 _GUARD = """
 def _astor_guard(namespace):
     import sys
-    function = type(_astor_guard)
+    kind = type
+    function = kind(_astor_guard)
     refuse = AttributeError
     own = frozenset(("__code__", "__defaults__", "__kwdefaults__"))
     internals = frozenset(
@@ -91,7 +92,7 @@ def _astor_guard(namespace):
         if event == "object.__getattr__":
             name = args[1]
             if name in internals or (
-                name in own and type(args[0]) is function and args[0].__globals__ is namespace
+                name in own and kind(args[0]) is function and args[0].__globals__ is namespace
             ):
                 raise refuse("unit tests may not read " + name)
 
@@ -625,13 +626,14 @@ def _reference_names(
     reference: str, entry_point: str, cfg: UnitTestConfig
 ) -> tuple[frozenset[str], Mapping[str, str], frozenset[str]]:
     """(protected, modules, free): the names the code under test binds at module level that the
-    tests may only call; the allowed modules it imports (usable as the tests' own imports); and
-    the names it binds to literal constants or allowed module attributes (usable freely).
+    tests may only call (functions, classes, other modules, and its globals, which mutants
+    change too: reading `N` is not calling anything); the allowed modules it imports (usable as
+    the tests' own imports); and the allowed module attributes it imports (usable freely).
 
-    >>> code = "import math, os\\nN = 3\\ndef f(x): return x\\nclass C: pass"
+    >>> code = "import math, os\\nfrom typing import List\\nN = 3\\ndef f(x): return x\\nclass C: ..."
     >>> protected, modules, free = _reference_names(code, "f", UnitTestConfig())
     >>> sorted(protected), dict(modules), set(free)
-    (['C', 'f', 'os'], {'math': 'math'}, {'N'})
+    (['C', 'N', 'f', 'os'], {'math': 'math'}, {'List'})
     """
     protected: set[str] = {entry_point}
     modules: dict[str, str] = {}
@@ -658,8 +660,6 @@ def _reference_names(
                     protected.add(name)
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             protected.add(node.name)
-        elif isinstance(node, ast.Assign) and _is_literal(node.value):
-            free.update(t.id for t in node.targets if isinstance(t, ast.Name))
         else:
             protected.update(_stored_names(node))
     for name in protected & set(modules):
@@ -697,14 +697,6 @@ def _module_level(tree: ast.Module) -> list[ast.stmt]:
             for name in _BODIES:
                 todo.extend(getattr(node, name, []))
     return out
-
-
-def _is_literal(node: ast.expr) -> bool:
-    try:
-        ast.literal_eval(node)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return False
-    return True
 
 
 @dataclass

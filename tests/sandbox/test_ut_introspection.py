@@ -184,6 +184,12 @@ ATTACKS: dict[str, str] = {
     "builtin_named_test_function": (
         "g = repr(step)\ndef repr(c):\n    return c(0)\nassert '0x' in g and step(0) == 1\n"
     ),
+    "shadow_what_the_guard_calls": (
+        "def type(x):\n    return 0\n"
+        "import operator\n"
+        "step(0)\n"
+        "assert operator.attrgetter('__code__')(step).co_consts == {consts!r}\n"
+    ),
     "rebind_entry_point": "def step(x, k=2):\n    return 1\nassert step(0) == 1\n",
 }
 """Each attack, formatted with FACTS about the reference as compiled in the sandbox."""
@@ -236,7 +242,8 @@ def test_attacks_get_nothing_from_the_runtime_layers_alone(box, task) -> None:
     assert {n: v for n, (v, _) in got.items() if v not in (0.0, behaviour)} == {}
     pure = [n for n in ATTACKS if "(0) == 1" not in ATTACKS[n]]
     assert {n: got[n][0] for n in pure} == dict.fromkeys(pure, 0.0)
-    for name in ("attrgetter_code", "builtins_exec_compare", "defaults", "typing_eval"):
+    guarded = ("attrgetter_code", "builtins_exec_compare", "defaults", "typing_eval")
+    for name in (*guarded, "shadow_what_the_guard_calls"):
         assert got[name] == (0.0, "failed"), (name, got[name])  # the guard: fails on the reference
     assert got["traceback_lineno"] == (0.0, "forbidden")  # the twin: passes on the reference only
 

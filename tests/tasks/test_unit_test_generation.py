@@ -92,23 +92,23 @@ def test_screening_keeps_good_tests_and_cuts_truncation() -> None:
         "import math\nassert math.isclose(clamp(0.5, 0, 2), 0.5)\n",
         "assert '{} {x:>{w}}'.format(clamp(1, 0, 2), x=1, w=3) == '1   1'\n",
         "try:\n    clamp(None, 0, 2)\nexcept TypeError as e:\n    assert 'not supported' in str(e)\n",
-        "assert clamp(LIMIT, 0, 2) == 2\n",  # a literal constant the reference binds
         "assert clamp(int(math.sqrt(16)), 0, 2) == 2\n",  # a module the reference imports
         "assert clamp('Yellow__Dirty__Fellow', 'A', 'Z') == 'Yellow__Dirty__Fellow'\n",
         "if __name__ == '__main__':\n    assert clamp(1, 0, 2) == 1\n",
     ],
 )
 def test_screening_keeps_plain_behaviour_tests(completion: str) -> None:
-    reference = "import math, os\nLIMIT = 7\n" + CODE
+    reference = "import math, os\n" + CODE
     assert isinstance(screen_tests(completion, "clamp", reference=reference), Screened)
 
 
 def test_screening_holds_every_name_of_the_reference_to_calls_only() -> None:
-    reference = "import os\ndef helper(x):\n    return x\n" + CODE
+    reference = "import os\nLIMIT = 7\ndef helper(x):\n    return x\n" + CODE
     for completion in (
         "assert os.sep == '/' and clamp(1, 0, 2) == 1\n",
         "assert helper.__name__ and clamp(1, 0, 2) == 1\n",
         "def helper(x):\n    return 0\nassert clamp(1, 0, 2) == 1\n",
+        "assert clamp(LIMIT, 0, 2) == 2\n",  # a global, which mutants change too
     ):
         result = screen_tests(completion, "clamp", reference=reference)
         assert not isinstance(result, Screened) and result.reason == "forbidden", completion
