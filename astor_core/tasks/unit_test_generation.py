@@ -892,8 +892,8 @@ def _reference_verdict(on_ref: Outcome, on_twin: Outcome | None) -> Reward | Non
         reason = reason_for_status(on_twin.status, False)
         return Reward(0.0, reason, False, {"detail": "hit a limit on the reference's twin"})
     detail = (
-        "passes on the reference but fails on a behaviour-identical recompilation of it "
-        f"(so it reads how the code is compiled): {on_twin.detail}"
+        "passes on the reference but fails on a behaviour-identical recompilation of it (it "
+        f"reads how the code is compiled, or depends on what varies between runs): {on_twin.detail}"
     )
     return Reward(0.0, "forbidden", False, {"detail": detail})
 
