@@ -19,6 +19,10 @@ Operators (names used in MutationConfig.operators):
 - return_value: `return <expr>` -> `return None`;
 - delete_statement: a statement inside a function body -> `pass`;
 - loop_control: `break`<->`continue`.
+
+`canonical` is the form every mutant has (`ast.unparse`); `behaviour_twin` is a recompilation of
+the same program that behaves identically but whose code objects differ (bytecode, constants,
+local names, line numbers): a test that tells the two apart is not testing behaviour.
 """
 
 from __future__ import annotations
@@ -152,6 +156,56 @@ def generate_mutants(source: str, config: MutationConfig | None = None) -> list[
         random.Random(f"{cfg.seed}:{digest}").sample(range(len(mutants)), cfg.max_mutants)
     )
     return [mutants[i] for i in keep]
+
+
+TWIN_LOCAL = "_astor_twin"
+"""Name of the dead local that `behaviour_twin` stores in each function (a fresh constant)."""
+
+_DYNAMIC_SCOPE = frozenset({"locals", "vars", "dir", "eval", "exec", "globals"})
+"""Names whose use lets a function see its own locals: a dead local would change what it sees."""
+
+
+def canonical(source: str) -> str:
+    """`source` as every mutant is written (`ast.unparse` of its tree): the reference and its
+    mutants then differ only at the mutated site, not in formatting or line numbers.
+
+    >>> canonical("def f(x):  # add one\\n\\n    return (x+1)\\n")
+    'def f(x):\\n    return x + 1'
+    """
+    return ast.unparse(ast.parse(source))
+
+
+def behaviour_twin(source: str, offset: int = 3) -> str:
+    """A program that behaves as `source` does but compiles to different code objects.
+
+    Each function (that does not look at its own locals) first stores a distinct constant in
+    a dead local, which changes its bytecode, constants, local names and every later line
+    number; `offset` blank lines shift the rest. Only introspection can tell the two apart.
+
+    >>> print(behaviour_twin("def f(x):\\n    return x + 1", offset=1))
+    <BLANKLINE>
+    def f(x):
+        _astor_twin = 31337
+        return x + 1
+    >>> behaviour_twin("f = lambda x: x", offset=0)
+    'f = lambda x: x'
+    """
+    tree = ast.parse(source)
+    functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+    for number, node in enumerate(functions):
+        names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+        if names & _DYNAMIC_SCOPE or TWIN_LOCAL in names:
+            continue
+        has_doc = (
+            isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+            and isinstance(node.body[0].value.value, str)
+        )
+        store = ast.Assign(
+            targets=[ast.Name(TWIN_LOCAL, ast.Store())], value=ast.Constant(31337 + number)
+        )
+        node.body.insert(1 if has_doc else 0, store)
+    return "\n" * offset + ast.unparse(ast.fix_missing_locations(tree))
 
 
 def _parents(tree: ast.AST) -> dict[int, ast.AST]:

@@ -50,6 +50,15 @@ def humaneval_record(p: dict, tests: list[str]) -> dict:
         ("assert clamp.__code__.co_consts[0] is None and clamp(1, 0, 2) == 1\n", "forbidden"),
         ("assert getattr(clamp, 'x', 1) == 1 and clamp(1, 0, 2) == 1\n", "forbidden"),
         ("import inspect\nassert clamp(1, 0, 2) == 1\n", "forbidden"),
+        ("import operator\nassert operator.attrgetter('real')(clamp(1, 0, 2)) == 1\n", "forbidden"),
+        ("assert '{0.real}'.format(clamp(1, 0, 2)) == '1'\n", "forbidden"),
+        ("import statistics\nassert statistics.sys and clamp(1, 0, 2) == 1\n", "forbidden"),
+        ("assert str(clamp) and clamp(1, 0, 2) == 1\n", "forbidden"),
+        ("assert id(1) and clamp(1, 0, 2) == 1\n", "forbidden"),
+        ("class T:\n    pass\nassert clamp(1, 0, 2) == 1\n", "forbidden"),
+        ("name = '__code__'\nassert clamp(1, 0, 2) == 1\n", "forbidden"),
+        ("def check(c):\n    return c\nassert check(clamp)(1, 0, 2) == 1\n", "forbidden"),
+        ("g = (clamp(i, 0, 2) for i in [1])\nassert g.gi_code and next(g) == 1\n", "forbidden"),
         ("print(clamp(1, 0, 2))\n", "invalid_format"),
         ("def broken(:\n", "invalid_format"),
         ("", "invalid_format"),
@@ -70,6 +79,41 @@ def test_screening_keeps_good_tests_and_cuts_truncation() -> None:
         screen_tests("assert clamp(1, 0,", "clamp", UnitTestConfig(salvage_truncated=False)),
         Screened,
     )
+
+
+@pytest.mark.parametrize(
+    "completion",
+    [
+        "candidate = clamp\nassert candidate(1, 0, 2) == 1\n",
+        "def check(candidate):\n    assert candidate(1, 0, 2) == 1\ncheck(clamp)\n",
+        "def check(*, fn):\n    assert fn(1, 0, 2) == 1\ncheck(fn=clamp)\n",
+        "assert list(map(clamp, [5, 11], [0, 0], [10, 10])) == [5, 10]\n",
+        "assert sorted([3, -4], key=lambda v: clamp(v, 0, 2)) == [-4, 3]\n",
+        "import math\nassert math.isclose(clamp(0.5, 0, 2), 0.5)\n",
+        "assert '{} {x:>{w}}'.format(clamp(1, 0, 2), x=1, w=3) == '1   1'\n",
+        "try:\n    clamp(None, 0, 2)\nexcept TypeError as e:\n    assert 'not supported' in str(e)\n",
+        "assert clamp(int(math.sqrt(16)), 0, 2) == 2\n",  # a module the reference imports
+        "assert clamp('Yellow__Dirty__Fellow', 'A', 'Z') == 'Yellow__Dirty__Fellow'\n",
+        "if __name__ == '__main__':\n    assert clamp(1, 0, 2) == 1\n",
+    ],
+)
+def test_screening_keeps_plain_behaviour_tests(completion: str) -> None:
+    reference = "import math, os\n" + CODE
+    assert isinstance(screen_tests(completion, "clamp", reference=reference), Screened)
+
+
+def test_screening_holds_every_name_of_the_reference_to_calls_only() -> None:
+    reference = "import os\nLIMIT = 7\ndef helper(x):\n    return x\n" + CODE
+    for completion in (
+        "assert os.sep == '/' and clamp(1, 0, 2) == 1\n",
+        "assert helper.__name__ and clamp(1, 0, 2) == 1\n",
+        "def helper(x):\n    return 0\nassert clamp(1, 0, 2) == 1\n",
+        "assert clamp(LIMIT, 0, 2) == 2\n",  # a global, which mutants change too
+    ):
+        result = screen_tests(completion, "clamp", reference=reference)
+        assert not isinstance(result, Screened) and result.reason == "forbidden", completion
+    ok = "assert helper(clamp(1, 0, 2)) == 1\n"
+    assert isinstance(screen_tests(ok, "clamp", reference=reference), Screened)
 
 
 def test_rewards_and_reasons_end_to_end(sandbox) -> None:
