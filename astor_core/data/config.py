@@ -38,6 +38,9 @@ class DataConfig:
     """Real sources built into their own pool files under <pools_dir>/real/."""
     real_eval_fraction: float = 0.5
     """Eval share of content keys for real sources without an official split (HumanEval, CRUXEval)."""
+    commit_contrast: int = 8
+    """Other commits' messages (same source and split) bundled with each commit_message record
+    as its `tests`; its reward must beat all of them (astor_core/tasks/commit_message.py)."""
     raw_dir: str = "data/raw"
     """Folder with the raw sources (committed to git, a dependency of build_pools)."""
     pools_dir: str = "data/pools"
@@ -66,6 +69,8 @@ class DataConfig:
         unknown -= set(REAL_SOURCES)
         if unknown:
             raise ValueError(f"unknown real sources {sorted(unknown)}; known: {list(REAL_SOURCES)}")
+        if self.commit_contrast < 1:
+            raise ValueError("commit_contrast must be >= 1")
         if self.items_per_task < 0:
             raise ValueError("items_per_task must be >= 0")
 
