@@ -73,9 +73,11 @@ class ForgeryBenchConfig:
     """Folder with nngen/ (the pools' raw sources)."""
     contrast: int = DataConfig().commit_contrast
     """Contrast references per record (the pools' data.commit_contrast)."""
+    similar: int = DataConfig().commit_contrast_similar
+    """How many of them are the most similar messages (data.commit_contrast_similar)."""
     vocabulary: int = 40
     """Most frequent train message tokens the constant search appends from."""
-    seeds: int = 30
+    seeds: int = 50
     """Most frequent whole train messages, 2-grams and 3-grams (each) seeding the search."""
     beam: int = 4
     """Beam width of the constant search."""
@@ -87,11 +89,9 @@ class ForgeryBenchConfig:
     """Bootstrap resamples per interval."""
     seed: int = 0
     """Seed of the bootstrap and of the unrelated-message derangement."""
-    tune_sizes: tuple[int, ...] = (1, 2, 4, 8, 16)
-    """Contrast sizes compared by --tune."""
-    tune_max_ratio: float = 0.10
-    """--tune picks the smallest size whose fitted constant scores at most this share of
-    retrieval on the held-out train half (the acceptance bound is 0.25)."""
+    tune_grid: tuple[tuple[int, int], ...] = ((0, 8), (0, 16), (4, 16), (8, 16), (16, 16))
+    """(similar, size) pairs compared by --tune; it picks the one whose fitted constant
+    scores the smallest share of retrieval on the held-out train half."""
 
 
 Scorer = Callable[[Sequence[str]], float]
@@ -99,7 +99,9 @@ Scorer = Callable[[Sequence[str]], float]
 
 def load_splits(cfg: ForgeryBenchConfig) -> tuple[list[dict], list[dict]]:
     """NNGen's (train, eval) records exactly as the pools hold them."""
-    data = DataConfig(raw_dir=cfg.raw_dir, commit_contrast=cfg.contrast)
+    data = DataConfig(
+        raw_dir=cfg.raw_dir, commit_contrast=cfg.contrast, commit_contrast_similar=cfg.similar
+    )
     records = real_records("nngen", data)
     return [r for r in records if r["split"] == "train"], [
         r for r in records if r["split"] == "eval"
@@ -129,16 +131,25 @@ def retrieve(train: Sequence[Mapping[str, Any]], queries: Sequence[Mapping[str, 
 
 
 def metric_against(refs: Sequence[Sequence[str]], reward: CommitMessageConfig):
-    """A function hyp -> [metric(ref, hyp) for ref in refs], with the references' n-gram
-    counts computed once when the metric is plain B-Norm (same arithmetic as the reward)."""
+    """A function hyp -> [metric(ref, hyp) for ref in refs] for the search. With plain
+    B-Norm the references' n-gram counts are computed once, and a reference sharing no
+    token with hyp gets 0.0 (its B-Norm is below 1e-70); the winner is re-scored exactly."""
     if reward.metric != "bnorm":
         return lambda hyp: [metric_parts(t, hyp, reward)[0] for t in refs]
     order = reward.max_order
     counts = [(ngram_counts(t, order), len(t)) for t in refs]
+    postings: dict[str, set[int]] = {}
+    for i, t in enumerate(refs):
+        for token in t:
+            postings.setdefault(token, set()).add(i)
 
     def scores(hyp: Sequence[str]) -> list[float]:
         h = ngram_counts(hyp, order)
-        return [bleu_from_counts(c, n, h, len(hyp), order) for c, n in counts]
+        out = [0.0] * len(refs)
+        for i in set().union(*(postings.get(t, set()) for t in hyp)):
+            c, n = counts[i]
+            out[i] = bleu_from_counts(c, n, h, len(hyp), order)
+        return out
 
     return scores
 
@@ -161,7 +172,9 @@ def constant_scorer(records: Sequence[Mapping[str, Any]], reward: CommitMessageC
         if not hyp:
             return 0.0
         s = metric(hyp)
-        vals = [contrast_value(s[o], max(s[c] for c in cs)) for o, cs in zip(own, contrast)]
+        vals = [
+            contrast_value(s[o], max(s[c] for c in cs)) for o, cs in zip(own, contrast, strict=True)
+        ]
         return sum(vals) / len(vals)
 
     return mean_reward
@@ -176,7 +189,7 @@ def plain_scorer(records: Sequence[Mapping[str, Any]], reward: CommitMessageConf
     def mean_metric(hyp: Sequence[str]) -> float:
         if not hyp:
             return 0.0
-        return sum(w * v for w, v in zip(weights, metric(hyp))) / len(records)
+        return sum(w * v for w, v in zip(weights, metric(hyp), strict=True)) / len(records)
 
     return mean_metric
 
@@ -202,11 +215,13 @@ def search_constant(
             cache[c] = score(c)
         return cache[c]
 
-    beam = sorted(set(seeds), key=lambda c: -value(c))[: cfg.beam]
+    beam = sorted(set(seeds), key=lambda c: (-value(c), c))[: cfg.beam]
     for _ in range(cfg.max_tokens - 1):
         grown = {b + (t,) for b in beam for t in vocab if len(b) < cfg.max_tokens}
         grown |= {(t,) + b for b in beam for t in vocab if len(b) < cfg.max_tokens}
-        beam = sorted(set(beam) | grown, key=lambda c: (-value(c), c))[: cfg.beam]
+        if not grown:
+            break
+        beam = sorted(grown, key=lambda c: (-value(c), c))[: cfg.beam]
     best = max(cache, key=lambda c: (cache[c], c))
     return " ".join(best), cache[best], len(cache)
 
@@ -224,6 +239,13 @@ def first_changed_line(diff: str) -> str:
         if line[:1] in "+-" and not line.startswith(("+++", "---")) and line[1:].strip():
             return line[1:].strip()
     return diff.splitlines()[0]
+
+
+def quoted_share(record: Mapping[str, Any]) -> float:
+    """Share of the reference's B-Norm tokens that occur in the diff (1.0: all quoted)."""
+    ref = bnorm_tokenize(str(record["reference"]))
+    diff = set(bnorm_tokenize(diff_of(record)))
+    return sum(t in diff for t in ref) / len(ref) if ref else 0.0
 
 
 def drop_last_word(message: str) -> str:
@@ -292,6 +314,7 @@ def evaluate(cfg: ForgeryBenchConfig) -> dict[str, Any]:
         f"red-team constant {RED_TEAM_CONSTANT!r}": RED_TEAM_CONSTANT,
     }
     task = CommitMessageTask(reward)
+    quoting = [quoted_share(r) >= 0.5 for r in test]
     rows = {}
     per_item = {}
     for name, messages in systems(train, test, constants, cfg).items():
@@ -303,11 +326,13 @@ def evaluate(cfg: ForgeryBenchConfig) -> dict[str, Any]:
             "mean": statistics.fmean(values),
             "ci95": bootstrap_mean(values, cfg),
             "plain_bnorm": statistics.fmean(plain),
+            "from_quoting_commits": sum(v for v, q in zip(values, quoting, strict=True) if q)
+            / max(sum(values), 1e-12),
         }
     score = constant_scorer(test, reward)
     fast = score(bnorm_tokenize(fitted))
     exact = rows["constant fitted to this reward on train"]["mean"]
-    if abs(fast - exact) > 1e-9:
+    if abs(fast - exact) > 1e-6:
         raise AssertionError(f"search scorer {fast} != score_batch {exact}")
     retrieval = per_item["retrieval (NNGen)"]
     best_const = max(
@@ -315,6 +340,7 @@ def evaluate(cfg: ForgeryBenchConfig) -> dict[str, Any]:
     )  # the strongest constant on test, whichever it is
     return {
         "contrast": cfg.contrast,
+        "similar": cfg.similar,
         "train": len(train),
         "test": len(test),
         "fitted": {"this reward": [fitted, fit_train], "plain B-Norm": [plain_fit, plain_train]},
@@ -323,6 +349,7 @@ def evaluate(cfg: ForgeryBenchConfig) -> dict[str, Any]:
         "strongest_constant": best_const,
         "constant_over_retrieval": rows[best_const]["mean"] / rows["retrieval (NNGen)"]["mean"],
         "constant_over_retrieval_ci95": bootstrap_ratio(per_item[best_const], retrieval, cfg),
+        "quoting_commits": sum(quoting) / len(test),
         "retrieval_over_unrelated": rows["retrieval (NNGen)"]["mean"]
         / max(rows["unrelated real message"]["mean"], 1e-12),
         "seconds": time.time() - t0,
@@ -334,15 +361,15 @@ def tune(cfg: ForgeryBenchConfig) -> dict[str, Any]:
     train, _ = load_splits(cfg)
     reward = CommitMessageConfig()
     half = [hashlib.sha256(str(r["prompt_id"]).encode()).digest()[0] % 2 for r in train]
-    fit_part = [r for r, h in zip(train, half) if h == 0]
-    held_raw = [r for r, h in zip(train, half) if h == 1]
+    fit_part = [r for r, h in zip(train, half, strict=True) if h == 0]
+    held_raw = [r for r, h in zip(train, half, strict=True) if h == 1]
     retrieved = retrieve(fit_part, held_raw, cfg.retrieval_k)
     perm = derangement(len(held_raw), cfg.seed)
     unrelated = [str(held_raw[j]["reference"]) for j in perm]
-    out: dict[str, Any] = {"fit": len(fit_part), "held_out": len(held_raw), "sizes": {}}
-    for size in cfg.tune_sizes:
-        fit = attach_contrast(fit_part, size)
-        held = attach_contrast(held_raw, size)
+    out: dict[str, Any] = {"fit": len(fit_part), "held_out": len(held_raw), "grid": {}}
+    for similar, size in cfg.tune_grid:
+        fit = attach_contrast(fit_part, similar, size)
+        held = attach_contrast(held_raw, similar, size)
         constant, _, _ = search_constant(fit, constant_scorer(fit, reward), cfg)
         task = CommitMessageTask(reward)
         mean = {
@@ -354,26 +381,25 @@ def tune(cfg: ForgeryBenchConfig) -> dict[str, Any]:
             )
         }
         mean["constant_over_retrieval"] = mean["constant"] / mean["retrieval"]
-        out["sizes"][size] = {"fitted": constant, **mean}
-        print(f"size {size}: {out['sizes'][size]}", flush=True)
-    ok = [
-        s
-        for s in cfg.tune_sizes
-        if out["sizes"][s]["constant_over_retrieval"] <= cfg.tune_max_ratio
-    ]
-    out["chosen"] = min(ok) if ok else max(cfg.tune_sizes)
+        out["grid"][f"{similar}/{size}"] = {"fitted": constant, **mean}
+        print(f"similar {similar}, size {size}: {out['grid'][f'{similar}/{size}']}", flush=True)
+    best = min(
+        cfg.tune_grid, key=lambda p: out["grid"][f"{p[0]}/{p[1]}"]["constant_over_retrieval"]
+    )
+    out["chosen"] = list(best)
     return out
 
 
 def table(res: Mapping[str, Any]) -> str:
     """The figures as a markdown block for docs/REWARDS.md."""
     lines = [
-        f"NNGen, train {res['train']} / test {res['test']} commits, contrast size "
-        f"{res['contrast']}; `python benchmarks/commit_reward_forgery.py --write-doc` "
+        f"NNGen, train {res['train']} / test {res['test']} commits, {res['contrast']} contrast "
+        f"references ({res['similar']} most similar); `python benchmarks/commit_reward_forgery.py --write-doc` "
         f"({res['seconds']:.0f} s on 2 cores).",
         "",
-        "| test split, messages | reward (mean, 95% CI) | plain B-Norm (old reward) |",
-        "|---|---|---|",
+        "| test split, messages | reward (mean, 95% CI) | plain B-Norm (old reward) "
+        "| share of the reward from quoting commits |",
+        "|---|---|---|---|",
     ]
     for name, row in res["rows"].items():
         label = name
@@ -383,7 +409,8 @@ def table(res: Mapping[str, Any]) -> str:
             label = f"{name}: `{res['fitted']['plain B-Norm'][0]}`"
         lo, hi = row["ci95"]
         lines.append(
-            f"| {label} | {row['mean']:.4f} [{lo:.4f}, {hi:.4f}] | {row['plain_bnorm']:.4f} |"
+            f"| {label} | {row['mean']:.4f} [{lo:.4f}, {hi:.4f}] | {row['plain_bnorm']:.4f} "
+            f"| {row['from_quoting_commits']:.0%} |"
         )
     lo, hi = res["constant_over_retrieval_ci95"]
     lines += [
@@ -392,7 +419,9 @@ def table(res: Mapping[str, Any]) -> str:
         f"**{res['constant_over_retrieval']:.1%}** (paired bootstrap 95% CI {lo:.1%} to "
         f"{hi:.1%}); retrieval / unrelated real message: "
         f"**{res['retrieval_over_unrelated']:.1f}x**. The constant search tried "
-        f"{res['candidates_tried']} candidates on train.",
+        f"{res['candidates_tried']} candidates on train. Quoting commits: the "
+        f"{res['quoting_commits']:.0%} of test commits whose reference has at least half of "
+        "its tokens in the diff.",
     ]
     return "\n".join(lines)
 
@@ -409,16 +438,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--raw-dir", default=ForgeryBenchConfig.raw_dir)
     parser.add_argument("--contrast", type=int, default=ForgeryBenchConfig.contrast)
-    parser.add_argument("--tune", action="store_true", help="choose the contrast size on train")
+    parser.add_argument("--similar", type=int, default=ForgeryBenchConfig.similar)
+    parser.add_argument("--tune", action="store_true", help="choose the contrast sizes on train")
     parser.add_argument("--write-doc", action="store_true", help="update docs/REWARDS.md")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
-    cfg = replace(ForgeryBenchConfig(), raw_dir=args.raw_dir, contrast=args.contrast)
+    cfg = replace(
+        ForgeryBenchConfig(), raw_dir=args.raw_dir, contrast=args.contrast, similar=args.similar
+    )
     res = tune(cfg) if args.tune else evaluate(cfg)
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     if args.tune:
-        print(f"chosen contrast size: {res['chosen']}")
+        print(f"chosen (similar, size): {res['chosen']}")
         return
     block = table(res)
     print(block)

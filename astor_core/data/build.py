@@ -49,7 +49,9 @@ def synthetic_records(cfg: DataConfig) -> list[dict[str, Any]]:
         for difficulty, n in enumerate(difficulty_counts(cfg.items_per_task, cfg.difficulty_mix)):
             if n:
                 records.extend(generate(task, difficulty, n, cfg.seed, cfg.synthetic))
-    return attach_contrast(assign_splits(records, cfg.eval_fraction), cfg.commit_contrast)
+    return attach_contrast(
+        assign_splits(records, cfg.eval_fraction), cfg.commit_contrast_similar, cfg.commit_contrast
+    )
 
 
 def real_records(name: str, cfg: DataConfig) -> list[dict[str, Any]]:
@@ -58,7 +60,9 @@ def real_records(name: str, cfg: DataConfig) -> list[dict[str, Any]]:
     records = load_source(name, Path(cfg.raw_dir), cfg.sources, cfg.synthetic.prompt_format)
     official = (lambda r: r["split"]) if name in OFFICIAL_SPLIT_SOURCES else None
     return attach_contrast(
-        assign_splits(records, cfg.real_eval_fraction, official), cfg.commit_contrast
+        assign_splits(records, cfg.real_eval_fraction, official),
+        cfg.commit_contrast_similar,
+        cfg.commit_contrast,
     )
 
 

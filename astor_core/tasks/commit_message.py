@@ -116,7 +116,8 @@ def ngram_counts(tokens: Sequence[str], max_order: int = 4) -> NgramCounts:
     >>> [sorted(c.values()) for c in ngram_counts(["a", "b", "a"], 2)]
     [[1, 2], [1, 1]]
     """
-    return [Counter(zip(*(tokens[i:] for i in range(n)))) for n in range(1, max_order + 1)]
+    shifted = [tokens[i:] for i in range(max_order)]
+    return [Counter(zip(*shifted[:n], strict=False)) for n in range(1, max_order + 1)]
 
 
 def bleu_from_counts(
@@ -267,62 +268,111 @@ def commit_message_reward(
     return Reward(value, "scored", value >= cfg.pass_threshold, info)
 
 
-def _contrast_order(prompt_id: str, n: int) -> Iterator[int]:
-    """A permutation of range(n) seeded by the record's prompt_id (same id, same order)."""
-    rng = random.Random(f"astor-commit-contrast:{prompt_id}")
-    yield from rng.sample(range(n), n)
+@dataclass(frozen=True)
+class ContrastGroup:
+    """The commit_message records of one source and split, indexed for choosing contrasts."""
+
+    ids: tuple[str, ...]
+    """prompt_ids, sorted (the order does not depend on how the records came in)."""
+    references: tuple[str, ...]
+    """Reference messages, in the order of ids."""
+    keys: tuple[tuple[str, ...], ...]
+    """B-Norm tokens of each reference (equal keys: the same message)."""
+    postings: Mapping[str, tuple[int, ...]]
+    """Token -> positions of the references that contain it."""
+
+    @classmethod
+    def of(cls, records: Sequence[Mapping[str, Any]]) -> ContrastGroup:
+        """Index records (one source and split)."""
+        rows = sorted(records, key=lambda r: str(r["prompt_id"]))
+        keys = tuple(tuple(bnorm_tokenize(str(r["reference"]))) for r in rows)
+        postings: dict[str, list[int]] = {}
+        for i, key in enumerate(keys):
+            for token in set(key):
+                postings.setdefault(token, []).append(i)
+        return cls(
+            tuple(str(r["prompt_id"]) for r in rows),
+            tuple(str(r["reference"]) for r in rows),
+            keys,
+            {t: tuple(p) for t, p in postings.items()},
+        )
+
+    def similar(self, key: Sequence[str]) -> list[int]:
+        """Positions of the references sharing a token with `key`, most similar first
+        (Jaccard similarity of the token sets; ties by position)."""
+        own = set(key)
+        shared: Counter[int] = Counter()
+        for token in own:
+            shared.update(self.postings.get(token, ()))
+        union = {i: len(own | set(self.keys[i])) for i in shared}
+        return sorted(shared, key=lambda i: (-shared[i] / union[i], i))
+
+    def choose(self, prompt_id: str, reference: str, similar: int, size: int) -> list[str]:
+        """Up to `size` contrast references for one record of this group: first the
+        `similar` most similar references (by `similar()`), then references in an order
+        seeded by the prompt_id. The record itself, references that tokenise like its own
+        (the same message), and references alike to one already chosen are skipped."""
+        key = tuple(bnorm_tokenize(reference))
+        seen = {key}
+        chosen: list[str] = []
+
+        def take(positions: Iterator[int] | Sequence[int], limit: int) -> None:
+            for i in positions:
+                if len(chosen) >= limit:
+                    return
+                if self.ids[i] != prompt_id and self.keys[i] not in seen:
+                    seen.add(self.keys[i])
+                    chosen.append(self.references[i])
+
+        take(self.similar(key), min(similar, size))
+        rng = random.Random(f"astor-commit-contrast:{prompt_id}")
+        take(iter(rng.sample(range(len(self.ids)), len(self.ids))), size)
+        return chosen
 
 
 def choose_contrast(
-    record: Mapping[str, Any], group: Sequence[Mapping[str, Any]], size: int
+    record: Mapping[str, Any], group: Sequence[Mapping[str, Any]], similar: int, size: int
 ) -> list[str]:
-    """Up to `size` references of other records in `group` (the record's own source and
-    split), in an order seeded by the record's prompt_id; references that tokenise like the
-    record's own (duplicate messages) or like one already chosen are skipped.
+    """The contrast references of `record` among `group` (its own source and split).
 
     >>> group = [{"prompt_id": str(i), "reference": m} for i, m in enumerate(
-    ...     ["Fix typo", "fix typo.", "Fix TYPO", "Add tests", "Bump version"])]
-    >>> sorted(choose_contrast(group[0], group, 5))
-    ['Add tests', 'Bump version', 'fix typo.']
+    ...     ["Fix typo", "fix typo.", "Fix TYPO", "Add tests", "Bump version", "Fix typo in docs"])]
+    >>> choose_contrast(group[0], group, 2, 2)
+    ['fix typo.', 'Fix typo in docs']
+    >>> sorted(choose_contrast(group[0], group, 0, 9))
+    ['Add tests', 'Bump version', 'Fix typo in docs', 'fix typo.']
     """
-    own_id = record["prompt_id"]
-    seen = {tuple(bnorm_tokenize(str(record["reference"])))}
-    group = sorted(group, key=lambda r: str(r["prompt_id"]))
-    chosen: list[str] = []
-    for i in _contrast_order(str(own_id), len(group)):
-        if len(chosen) == size:
-            break
-        other = group[i]
-        key = tuple(bnorm_tokenize(str(other["reference"])))
-        if other["prompt_id"] == own_id or key in seen:
-            continue
-        seen.add(key)
-        chosen.append(str(other["reference"]))
-    return chosen
+    chooser = ContrastGroup.of(group)
+    return chooser.choose(str(record["prompt_id"]), str(record["reference"]), similar, size)
 
 
-def attach_contrast(records: Sequence[Mapping[str, Any]], size: int) -> list[dict[str, Any]]:
+def attach_contrast(
+    records: Sequence[Mapping[str, Any]], similar: int, size: int
+) -> list[dict[str, Any]]:
     """Copies of the records; each commit_message record's `tests` becomes the JSON list of
-    its contrast references (choose_contrast within its source and split). Other tasks'
-    records are copied unchanged. Raises ValueError for a commit_message record that has no
-    other distinct reference in its source and split.
+    its contrast references (ContrastGroup.choose within its source and split: `similar`
+    nearest, the rest of `size` drawn by its prompt_id). Other tasks' records are copied
+    unchanged. Raises ValueError for a commit_message record that has no other distinct
+    reference in its source and split.
 
     >>> rows = [{"prompt_id": str(i), "task": "commit_message", "source": "nngen",
     ...          "split": "train", "reference": m, "tests": "[]"} for i, m in enumerate(["a", "b"])]
-    >>> [r["tests"] for r in attach_contrast(rows, 4)]
+    >>> [r["tests"] for r in attach_contrast(rows, 1, 4)]
     ['["b"]', '["a"]']
     """
-    if size < 1:
-        raise ValueError(f"contrast size must be >= 1, got {size}")
-    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    if size < 1 or not 0 <= similar <= size:
+        raise ValueError(f"contrast sizes need 0 <= similar <= size >= 1, got {similar}, {size}")
+    members: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for r in records:
         if r["task"] == "commit_message":
-            groups.setdefault((str(r["source"]), str(r["split"])), []).append(r)
+            members.setdefault((str(r["source"]), str(r["split"])), []).append(r)
+    groups = {k: ContrastGroup.of(rows) for k, rows in members.items()}
     out = []
     for r in records:
         row = dict(r)
         if r["task"] == "commit_message":
-            contrast = choose_contrast(r, groups[(str(r["source"]), str(r["split"]))], size)
+            group = groups[(str(r["source"]), str(r["split"]))]
+            contrast = group.choose(str(r["prompt_id"]), str(r["reference"]), similar, size)
             if not contrast:
                 raise ValueError(
                     f"record {r['prompt_id']}: no other commit message in source "

@@ -127,22 +127,38 @@ def test_contrast_choice_is_deterministic_per_item_and_skips_duplicates() -> Non
     ]
     for r in rows[-2:]:
         r["split"] = "eval"  # another split: never a contrast of a train item
-    first = attach_contrast(rows, 3)
-    assert attach_contrast(list(reversed(rows)), 3)[::-1] == first  # order-independent
+    first = attach_contrast(rows, 0, 3)
+    assert attach_contrast(list(reversed(rows)), 0, 3)[::-1] == first  # order-independent
     own = json.loads(first[0]["tests"])
     assert len(own) == 3 and "fix TYPO" not in own and not {"e", "f"} & set(own)
     assert len({tuple(bnorm_tokenize(m)) for m in own}) == 3  # no two alike
     assert json.loads(first[-1]["tests"]) == ["e"]
-    assert choose_contrast(rows[0], rows[:1], 3) == []
+    assert choose_contrast(rows[0], rows[:1], 0, 3) == []
     with pytest.raises(ValueError, match=r"record .*: no other commit message .* split eval"):
-        attach_contrast(rows[:-1], 3)
+        attach_contrast(rows[:-1], 0, 3)
+
+
+def test_similar_contrast_comes_first_and_is_the_closest_messages() -> None:
+    refs = ["fix typo in readme", "fix typo in docs", "fix typo", "bump version", "add tests"]
+    rows = [
+        record("commit_message", {"diff": f"d{i}", "prompt": f"p{i}"}, reference=m)
+        for i, m in enumerate(refs)
+    ]
+    contrast = json.loads(attach_contrast(rows, 2, 3)[0]["tests"])
+    assert contrast[:2] == ["fix typo in docs", "fix typo"]  # Jaccard 3/5, then 2/4
+    assert contrast[2] in ("bump version", "add tests")
+    # the generic part ("fix typo") of the right message earns nothing; the specific part does
+    task = get_task("commit_message")
+    rec = attach_contrast(rows, 2, 3)[0]
+    generic, specific = task.score_batch([rec, rec], ["fix typo", "fix typo in readme"])
+    assert generic.value == 0.0 and specific.value == 1.0
 
 
 def test_synthetic_pool_commit_items_get_contrast_from_their_split() -> None:
     from astor_core.data.build import synthetic_records
     from astor_core.data.config import DataConfig
 
-    records = synthetic_records(DataConfig(items_per_task=40, commit_contrast=5))
+    records = synthetic_records(DataConfig(items_per_task=40, commit_contrast=5, commit_contrast_similar=2))
     commits = [r for r in records if r["task"] == "commit_message"]
     by_split = {s: {r["reference"] for r in commits if r["split"] == s} for s in ("train", "eval")}
     for r in commits:
@@ -161,7 +177,7 @@ def test_nngen_constant_earns_little_against_retrieval_like_messages() -> None:
     from astor_core.data.adapters import load_nngen
 
     records = [r for r in load_nngen(SHARED_NNGEN) if r["split"] == "eval"][:400]
-    pool = attach_contrast(records, 16)
+    pool = attach_contrast(records, 8, 16)
     task = get_task("commit_message")
     refs = [r["reference"] for r in pool]
     constant = task.score_batch(pool, [". add fix to -"] * len(pool))
