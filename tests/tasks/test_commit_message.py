@@ -158,7 +158,9 @@ def test_synthetic_pool_commit_items_get_contrast_from_their_split() -> None:
     from astor_core.data.build import synthetic_records
     from astor_core.data.config import DataConfig
 
-    records = synthetic_records(DataConfig(items_per_task=40, commit_contrast=5, commit_contrast_similar=2))
+    records = synthetic_records(
+        DataConfig(items_per_task=40, commit_contrast=5, commit_contrast_similar=2)
+    )
     commits = [r for r in records if r["task"] == "commit_message"]
     by_split = {s: {r["reference"] for r in commits if r["split"] == s} for s in ("train", "eval")}
     for r in commits:
