@@ -408,9 +408,10 @@ def table(res: Mapping[str, Any]) -> str:
         elif name.startswith("constant fitted to plain"):
             label = f"{name}: `{res['fitted']['plain B-Norm'][0]}`"
         lo, hi = row["ci95"]
+        share = f"{row['from_quoting_commits']:.0%}" if row["mean"] >= 1e-3 else "-"
         lines.append(
             f"| {label} | {row['mean']:.4f} [{lo:.4f}, {hi:.4f}] | {row['plain_bnorm']:.4f} "
-            f"| {row['from_quoting_commits']:.0%} |"
+            f"| {share} |"
         )
     lo, hi = res["constant_over_retrieval_ci95"]
     lines += [

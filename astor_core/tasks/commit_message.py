@@ -252,17 +252,29 @@ def commit_message_reward(
     >>> commit_message_reward("Fix typo", "  ", ["Add tests"]).reason
     'invalid_format'
     """
-    cfg = config or CommitMessageConfig()
     if not contrast:
         raise ValueError("commit_message_reward needs at least one contrast reference")
+    tokens = [bnorm_tokenize(c) for c in contrast]
+    return reward_tokens(bnorm_tokenize(reference), tokens, completion, config)
+
+
+def reward_tokens(
+    reference: Sequence[str],
+    contrast: Sequence[Sequence[str]],
+    completion: str,
+    config: CommitMessageConfig | None = None,
+) -> Reward:
+    """commit_message_reward with the reference and contrast references already tokenised
+    (a GRPO group scores many completions against one record)."""
+    cfg = config or CommitMessageConfig()
     message = completion.strip()
     if cfg.first_line_only:
         message = message.splitlines()[0].strip() if message else ""
     hyp = bnorm_tokenize(message)
     if not hyp:
         return Reward(0.0, "invalid_format", False, {"detail": "empty message"})
-    own, bleu, rouge = metric_parts(bnorm_tokenize(reference), hyp, cfg)
-    best = max(metric_parts(bnorm_tokenize(c), hyp, cfg)[0] for c in contrast)
+    own, bleu, rouge = metric_parts(reference, hyp, cfg)
+    best = max(metric_parts(c, hyp, cfg)[0] for c in contrast)
     value = contrast_value(own, best)
     info = {"metric": own, "bnorm": bleu, "rouge_l": rouge, "contrast_max": best}
     return Reward(value, "scored", value >= cfg.pass_threshold, info)
@@ -416,11 +428,16 @@ class CommitMessageTask:
     ) -> list[Reward]:
         """Score each message; `sandbox` is unused (nothing runs)."""
         check_lengths(records, completions)
-        contrasts = []
+        tokenised: dict[tuple[str, str, str], tuple[list[str], list[list[str]]]] = {}
+        keys = []
         for record in records:
             parse_payload(record, ["diff", "prompt"])
-            contrasts.append(contrast_of(record))
+            key = (record_id(record), str(record["reference"]), str(record.get("tests")))
+            if key not in tokenised:
+                contrast = [bnorm_tokenize(c) for c in contrast_of(record)]
+                tokenised[key] = (bnorm_tokenize(key[1]), contrast)
+            keys.append(key)
         return [
-            commit_message_reward(str(r["reference"]), c, contrast, self.config)
-            for r, c, contrast in zip(records, completions, contrasts, strict=True)
+            reward_tokens(*tokenised[k], c, self.config)
+            for k, c in zip(keys, completions, strict=True)
         ]
