@@ -28,7 +28,7 @@ def score_items(
     """Mean reward and solve rate of completions on one task's records.
 
     >>> recs = [{"prompt_id": "a", "task": "commit_message", "payload": '{"diff": "d", "prompt": "p"}',
-    ...          "reference": "fix typo in readme", "tests": "[]"}]
+    ...          "reference": "fix typo in readme", "tests": '["bump version"]'}]
     >>> score_items("commit_message", recs, ["fix typo in readme"])["solve_rate"]
     1.0
     """

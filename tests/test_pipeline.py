@@ -20,7 +20,8 @@ def _round(chunk_size: int, group_size: int = 3):
     completions: list[str] = []
     for k in range(2):
         ref = f"fix bug number {k}"
-        r = record("commit_message", {"diff": f"--- a/{k}\n", "prompt": f"diff {k}"}, ref)
+        payload = {"diff": f"--- a/{k}\n", "prompt": f"diff {k}"}
+        r = record("commit_message", payload, ref, tests=["add tests for the parser"])
         records[("commit_message", r["prompt_id"])] = r
         completions += [ref, "update readme", f"fix bug {k}"][:group_size]
     for k in range(3):

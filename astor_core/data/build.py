@@ -23,6 +23,7 @@ from astor_core.data.config import DataConfig
 from astor_core.data.schema import to_table
 from astor_core.data.splits import assign_splits
 from astor_core.data.synthetic import generate
+from astor_core.tasks.commit_message import attach_contrast
 
 
 def difficulty_counts(total: int, mix: Sequence[float]) -> list[int]:
@@ -41,20 +42,28 @@ def difficulty_counts(total: int, mix: Sequence[float]) -> list[int]:
 
 
 def synthetic_records(cfg: DataConfig) -> list[dict[str, Any]]:
-    """All synthetic records of the default pools, splits assigned."""
+    """All synthetic records of the default pools, splits assigned, commit messages with their
+    contrast references (other commits' messages of the same split)."""
     records: list[dict[str, Any]] = []
     for task in TASKS:
         for difficulty, n in enumerate(difficulty_counts(cfg.items_per_task, cfg.difficulty_mix)):
             if n:
                 records.extend(generate(task, difficulty, n, cfg.seed, cfg.synthetic))
-    return assign_splits(records, cfg.eval_fraction)
+    return attach_contrast(
+        assign_splits(records, cfg.eval_fraction), cfg.commit_contrast_similar, cfg.commit_contrast
+    )
 
 
 def real_records(name: str, cfg: DataConfig) -> list[dict[str, Any]]:
-    """One real source's records, official split kept where the source has one."""
+    """One real source's records, official split kept where the source has one, commit
+    messages with their contrast references."""
     records = load_source(name, Path(cfg.raw_dir), cfg.sources, cfg.synthetic.prompt_format)
     official = (lambda r: r["split"]) if name in OFFICIAL_SPLIT_SOURCES else None
-    return assign_splits(records, cfg.real_eval_fraction, official)
+    return attach_contrast(
+        assign_splits(records, cfg.real_eval_fraction, official),
+        cfg.commit_contrast_similar,
+        cfg.commit_contrast,
+    )
 
 
 def pool_stats(

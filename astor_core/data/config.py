@@ -38,6 +38,12 @@ class DataConfig:
     """Real sources built into their own pool files under <pools_dir>/real/."""
     real_eval_fraction: float = 0.5
     """Eval share of content keys for real sources without an official split (HumanEval, CRUXEval)."""
+    commit_contrast: int = 16
+    """Other commits' messages (same source and split) bundled with each commit_message record
+    as its `tests`; its reward must beat all of them (astor_core/tasks/commit_message.py)."""
+    commit_contrast_similar: int = 8
+    """How many of those are the messages most similar to the record's own (token Jaccard);
+    the rest are drawn at random, seeded by the prompt_id."""
     raw_dir: str = "data/raw"
     """Folder with the raw sources (committed to git, a dependency of build_pools)."""
     pools_dir: str = "data/pools"
@@ -66,6 +72,11 @@ class DataConfig:
         unknown -= set(REAL_SOURCES)
         if unknown:
             raise ValueError(f"unknown real sources {sorted(unknown)}; known: {list(REAL_SOURCES)}")
+        if (
+            self.commit_contrast < 1
+            or not 0 <= self.commit_contrast_similar <= self.commit_contrast
+        ):
+            raise ValueError("need commit_contrast >= 1 and 0 <= commit_contrast_similar <= it")
         if self.items_per_task < 0:
             raise ValueError("items_per_task must be >= 0")
 

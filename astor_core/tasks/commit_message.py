@@ -1,4 +1,5 @@
-"""Commit-message generation: a text metric against the reference message, no execution.
+"""Commit-message generation: a text metric against the reference message, contrasted with
+other commits' references so that a message that ignores the diff earns nothing. No execution.
 
 Metrics (CommitMessageConfig.metric):
 - "bnorm": sentence-level B-Norm BLEU, the BLEU variant that Tao et al. recommend for
@@ -16,20 +17,36 @@ Metrics (CommitMessageConfig.metric):
     sentence scores times 100.
 - "rouge_l": ROUGE-L F-measure (LCS-based, Lin 2004) on the same tokens.
 - "mix": weight * B-Norm + (1 - weight) * ROUGE-L.
+
+Reward (contrastive): with s the metric against the record's own reference and m the
+largest metric against the contrast references (other commits' messages from the same
+source and split, bundled in the record's `tests` by `attach_contrast` when pools are
+built), reward = max(0, (s - m) / (1 - m)). A message that does not depend on the diff is
+as close to the contrast references as to its own, so it rarely beats all of them; the
+reference itself scores 1 (contrast references equal to it are never chosen).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import random
 import re
 import sys
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from xml.sax.saxutils import unescape
 
-from astor_core.tasks.base import Reward, check_lengths, parse_payload
+from astor_core.tasks.base import (
+    RecordError,
+    Reward,
+    check_lengths,
+    parse_payload,
+    parse_tests,
+    record_id,
+)
 
 if TYPE_CHECKING:
     from astor_core.sandbox import Sandbox
@@ -90,8 +107,44 @@ def bnorm_tokenize(text: str) -> list[str]:
     return s.split()
 
 
-def _ngrams(tokens: Sequence[str], n: int) -> Counter[tuple[str, ...]]:
-    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+NgramCounts = list[Counter[tuple[str, ...]]]
+
+
+def ngram_counts(tokens: Sequence[str], max_order: int = 4) -> NgramCounts:
+    """The 1- to max_order-gram counts of a token list (reusable across comparisons).
+
+    >>> [sorted(c.values()) for c in ngram_counts(["a", "b", "a"], 2)]
+    [[1, 2], [1, 1]]
+    """
+    shifted = [tokens[i:] for i in range(max_order)]
+    return [Counter(zip(*shifted[:n], strict=False)) for n in range(1, max_order + 1)]
+
+
+def bleu_from_counts(
+    ref: NgramCounts, ref_len: int, hyp: NgramCounts, hyp_len: int, max_order: int = 4
+) -> float:
+    """Sentence-level B-Norm BLEU from n-gram counts (see the module doc for the formula)."""
+    tiny = sys.float_info.min
+    log_precision = 0.0
+    for n in range(1, max_order + 1):
+        ref_counts = ref[n - 1]
+        correct = sum(min(count, ref_counts.get(g, 0)) for g, count in hyp[n - 1].items())
+        guess = max(hyp_len - n + 1, 0)
+        add = 1 if n > 1 else 0
+        log_precision += math.log(correct + add + tiny) - math.log(guess + add + tiny)
+    brevity = min(0.0, 1.0 - (ref_len + 1) / (hyp_len + 1))
+    return min(1.0, math.exp(log_precision / max_order + brevity))
+
+
+def bleu_tokens(ref: Sequence[str], hyp: Sequence[str], max_order: int = 4) -> float:
+    """Sentence-level B-Norm BLEU of already tokenised (bnorm_tokenize) texts.
+
+    >>> bleu_tokens(["fix", "typo"], ["fix", "typo"])
+    1.0
+    """
+    return bleu_from_counts(
+        ngram_counts(ref, max_order), len(ref), ngram_counts(hyp, max_order), len(hyp), max_order
+    )
 
 
 def bnorm_bleu(reference: str, hypothesis: str, max_order: int = 4) -> float:
@@ -104,17 +157,20 @@ def bnorm_bleu(reference: str, hypothesis: str, max_order: int = 4) -> float:
     >>> bnorm_bleu("add tests", "remove docs") < 1e-50
     True
     """
-    ref, hyp = bnorm_tokenize(reference), bnorm_tokenize(hypothesis)
-    tiny = sys.float_info.min
-    log_precision = 0.0
-    for n in range(1, max_order + 1):
-        ref_counts, hyp_counts = _ngrams(ref, n), _ngrams(hyp, n)
-        correct = sum(min(count, ref_counts[g]) for g, count in hyp_counts.items())
-        guess = max(len(hyp) - n + 1, 0)
-        add = 1 if n > 1 else 0
-        log_precision += math.log(correct + add + tiny) - math.log(guess + add + tiny)
-    brevity = min(0.0, 1.0 - (len(ref) + 1) / (len(hyp) + 1))
-    return min(1.0, math.exp(log_precision / max_order + brevity))
+    return bleu_tokens(bnorm_tokenize(reference), bnorm_tokenize(hypothesis), max_order)
+
+
+def rouge_tokens(ref: Sequence[str], hyp: Sequence[str], beta: float = 1.0) -> float:
+    """ROUGE-L F-measure of already tokenised texts.
+
+    >>> rouge_tokens(["a"], [])
+    0.0
+    """
+    lcs = _lcs_length(ref, hyp)
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(hyp), lcs / len(ref)
+    return (1 + beta**2) * precision * recall / (recall + beta**2 * precision)
 
 
 def rouge_l(reference: str, hypothesis: str, beta: float = 1.0) -> float:
@@ -125,12 +181,7 @@ def rouge_l(reference: str, hypothesis: str, beta: float = 1.0) -> float:
     >>> rouge_l("a", "")
     0.0
     """
-    ref, hyp = bnorm_tokenize(reference), bnorm_tokenize(hypothesis)
-    lcs = _lcs_length(ref, hyp)
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(hyp), lcs / len(ref)
-    return (1 + beta**2) * precision * recall / (recall + beta**2 * precision)
+    return rouge_tokens(bnorm_tokenize(reference), bnorm_tokenize(hypothesis), beta)
 
 
 def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
@@ -154,36 +205,211 @@ def bnorm_corpus(references: Sequence[str], hypotheses: Sequence[str], max_order
     return 100.0 * sum(scores) / len(scores) if scores else 0.0
 
 
-def commit_message_reward(
-    reference: str, completion: str, config: CommitMessageConfig | None = None
-) -> Reward:
-    """The configured metric of the completion against the reference message.
+def metric_parts(
+    ref: Sequence[str], hyp: Sequence[str], config: CommitMessageConfig
+) -> tuple[float, float, float]:
+    """(configured metric, B-Norm, ROUGE-L) of tokenised texts; ROUGE-L is 0.0 when unused.
 
-    >>> commit_message_reward("Fix typo", "fix typo\\n").reason
-    'scored'
-    >>> commit_message_reward("Fix typo", "  ").reason
+    >>> metric_parts(["fix", "typo"], ["fix", "typo"], CommitMessageConfig())
+    (1.0, 1.0, 0.0)
+    """
+    bleu = bleu_tokens(ref, hyp, config.max_order) if config.metric != "rouge_l" else 0.0
+    rouge = rouge_tokens(ref, hyp, config.rouge_beta) if config.metric != "bnorm" else 0.0
+    value = {
+        "bnorm": bleu,
+        "rouge_l": rouge,
+        "mix": config.bnorm_weight * bleu + (1 - config.bnorm_weight) * rouge,
+    }[config.metric]
+    return min(1.0, max(0.0, value)), bleu, rouge
+
+
+def contrast_value(own: float, best_contrast: float) -> float:
+    """How far the own-reference score beats the best contrast score, rescaled to [0, 1].
+
+    (own - best) / (1 - best), 0 when negative or when a contrast reference is matched
+    exactly (best = 1): an exact match of the own reference (own = 1) always gives 1.
+
+    >>> contrast_value(1.0, 0.3), contrast_value(0.2, 0.2), contrast_value(0.625, 0.25)
+    (1.0, 0.0, 0.5)
+    """
+    if best_contrast >= 1.0:
+        return 0.0
+    return min(1.0, max(0.0, (own - best_contrast) / (1.0 - best_contrast)))
+
+
+def commit_message_reward(
+    reference: str,
+    completion: str,
+    contrast: Sequence[str],
+    config: CommitMessageConfig | None = None,
+) -> Reward:
+    """The contrastive reward of the completion: own reference against the contrast ones.
+
+    >>> commit_message_reward("Fix typo", "fix typo\\n", ["Add tests"]).value
+    1.0
+    >>> commit_message_reward("Fix typo", "update", ["Add tests"]).value
+    0.0
+    >>> commit_message_reward("Fix typo", "  ", ["Add tests"]).reason
     'invalid_format'
     """
+    if not contrast:
+        raise ValueError("commit_message_reward needs at least one contrast reference")
+    tokens = [bnorm_tokenize(c) for c in contrast]
+    return reward_tokens(bnorm_tokenize(reference), tokens, completion, config)
+
+
+def reward_tokens(
+    reference: Sequence[str],
+    contrast: Sequence[Sequence[str]],
+    completion: str,
+    config: CommitMessageConfig | None = None,
+) -> Reward:
+    """commit_message_reward with the reference and contrast references already tokenised
+    (a GRPO group scores many completions against one record)."""
     cfg = config or CommitMessageConfig()
     message = completion.strip()
     if cfg.first_line_only:
         message = message.splitlines()[0].strip() if message else ""
-    if not bnorm_tokenize(message):
+    hyp = bnorm_tokenize(message)
+    if not hyp:
         return Reward(0.0, "invalid_format", False, {"detail": "empty message"})
-    bleu = bnorm_bleu(reference, message, cfg.max_order)
-    rouge = rouge_l(reference, message, cfg.rouge_beta)
-    value = {
-        "bnorm": bleu,
-        "rouge_l": rouge,
-        "mix": cfg.bnorm_weight * bleu + (1 - cfg.bnorm_weight) * rouge,
-    }[cfg.metric]
-    value = min(1.0, max(0.0, value))
-    return Reward(value, "scored", value >= cfg.pass_threshold, {"bnorm": bleu, "rouge_l": rouge})
+    own, bleu, rouge = metric_parts(reference, hyp, cfg)
+    best = max(metric_parts(c, hyp, cfg)[0] for c in contrast)
+    value = contrast_value(own, best)
+    info = {"metric": own, "bnorm": bleu, "rouge_l": rouge, "contrast_max": best}
+    return Reward(value, "scored", value >= cfg.pass_threshold, info)
+
+
+@dataclass(frozen=True)
+class ContrastGroup:
+    """The commit_message records of one source and split, indexed for choosing contrasts."""
+
+    ids: tuple[str, ...]
+    """prompt_ids, sorted (the order does not depend on how the records came in)."""
+    references: tuple[str, ...]
+    """Reference messages, in the order of ids."""
+    keys: tuple[tuple[str, ...], ...]
+    """B-Norm tokens of each reference (equal keys: the same message)."""
+    postings: Mapping[str, tuple[int, ...]]
+    """Token -> positions of the references that contain it."""
+
+    @classmethod
+    def of(cls, records: Sequence[Mapping[str, Any]]) -> ContrastGroup:
+        """Index records (one source and split)."""
+        rows = sorted(records, key=lambda r: str(r["prompt_id"]))
+        keys = tuple(tuple(bnorm_tokenize(str(r["reference"]))) for r in rows)
+        postings: dict[str, list[int]] = {}
+        for i, key in enumerate(keys):
+            for token in set(key):
+                postings.setdefault(token, []).append(i)
+        return cls(
+            tuple(str(r["prompt_id"]) for r in rows),
+            tuple(str(r["reference"]) for r in rows),
+            keys,
+            {t: tuple(p) for t, p in postings.items()},
+        )
+
+    def similar(self, key: Sequence[str]) -> list[int]:
+        """Positions of the references sharing a token with `key`, most similar first
+        (Jaccard similarity of the token sets; ties by position)."""
+        own = set(key)
+        shared: Counter[int] = Counter()
+        for token in own:
+            shared.update(self.postings.get(token, ()))
+        union = {i: len(own | set(self.keys[i])) for i in shared}
+        return sorted(shared, key=lambda i: (-shared[i] / union[i], i))
+
+    def choose(self, prompt_id: str, reference: str, similar: int, size: int) -> list[str]:
+        """Up to `size` contrast references for one record of this group: first the
+        `similar` most similar references (by `similar()`), then references in an order
+        seeded by the prompt_id. The record itself, references that tokenise like its own
+        (the same message), and references alike to one already chosen are skipped."""
+        key = tuple(bnorm_tokenize(reference))
+        seen = {key}
+        chosen: list[str] = []
+
+        def take(positions: Iterator[int] | Sequence[int], limit: int) -> None:
+            for i in positions:
+                if len(chosen) >= limit:
+                    return
+                if self.ids[i] != prompt_id and self.keys[i] not in seen:
+                    seen.add(self.keys[i])
+                    chosen.append(self.references[i])
+
+        take(self.similar(key), min(similar, size))
+        rng = random.Random(f"astor-commit-contrast:{prompt_id}")
+        take(iter(rng.sample(range(len(self.ids)), len(self.ids))), size)
+        return chosen
+
+
+def choose_contrast(
+    record: Mapping[str, Any], group: Sequence[Mapping[str, Any]], similar: int, size: int
+) -> list[str]:
+    """The contrast references of `record` among `group` (its own source and split).
+
+    >>> group = [{"prompt_id": str(i), "reference": m} for i, m in enumerate(
+    ...     ["Fix typo", "fix typo.", "Fix TYPO", "Add tests", "Bump version", "Fix typo in docs"])]
+    >>> choose_contrast(group[0], group, 2, 2)
+    ['fix typo.', 'Fix typo in docs']
+    >>> sorted(choose_contrast(group[0], group, 0, 9))
+    ['Add tests', 'Bump version', 'Fix typo in docs', 'fix typo.']
+    """
+    chooser = ContrastGroup.of(group)
+    return chooser.choose(str(record["prompt_id"]), str(record["reference"]), similar, size)
+
+
+def attach_contrast(
+    records: Sequence[Mapping[str, Any]], similar: int, size: int
+) -> list[dict[str, Any]]:
+    """Copies of the records; each commit_message record's `tests` becomes the JSON list of
+    its contrast references (ContrastGroup.choose within its source and split: `similar`
+    nearest, the rest of `size` drawn by its prompt_id). Other tasks' records are copied
+    unchanged. Raises ValueError for a commit_message record that has no other distinct
+    reference in its source and split.
+
+    >>> rows = [{"prompt_id": str(i), "task": "commit_message", "source": "nngen",
+    ...          "split": "train", "reference": m, "tests": "[]"} for i, m in enumerate(["a", "b"])]
+    >>> [r["tests"] for r in attach_contrast(rows, 1, 4)]
+    ['["b"]', '["a"]']
+    """
+    if size < 1 or not 0 <= similar <= size:
+        raise ValueError(f"contrast sizes need 0 <= similar <= size >= 1, got {similar}, {size}")
+    members: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for r in records:
+        if r["task"] == "commit_message":
+            members.setdefault((str(r["source"]), str(r["split"])), []).append(r)
+    groups = {k: ContrastGroup.of(rows) for k, rows in members.items()}
+    out = []
+    for r in records:
+        row = dict(r)
+        if r["task"] == "commit_message":
+            group = groups[(str(r["source"]), str(r["split"]))]
+            contrast = group.choose(str(r["prompt_id"]), str(r["reference"]), similar, size)
+            if not contrast:
+                raise ValueError(
+                    f"record {r['prompt_id']}: no other commit message in source "
+                    f"{r['source']} split {r['split']} to contrast it with"
+                )
+            row["tests"] = json.dumps(contrast, ensure_ascii=False, separators=(",", ":"))
+        out.append(row)
+    return out
+
+
+def contrast_of(record: Mapping[str, Any]) -> list[str]:
+    """The record's contrast references (its `tests`); RecordError when there are none."""
+    contrast = parse_tests(record)
+    if not contrast:
+        raise RecordError(
+            f"record {record_id(record)}: commit_message needs contrast references in tests "
+            "(pools get them from attach_contrast); found none"
+        )
+    return contrast
 
 
 @dataclass
 class CommitMessageTask:
-    """Commit messages scored by B-Norm BLEU and/or ROUGE-L against the reference."""
+    """Commit messages scored by B-Norm BLEU and/or ROUGE-L against the reference,
+    contrasted with the references of other commits bundled in the record."""
 
     config: CommitMessageConfig = field(default_factory=CommitMessageConfig)
     """The reward's constants."""
@@ -202,9 +428,16 @@ class CommitMessageTask:
     ) -> list[Reward]:
         """Score each message; `sandbox` is unused (nothing runs)."""
         check_lengths(records, completions)
+        tokenised: dict[tuple[str, str, str], tuple[list[str], list[list[str]]]] = {}
+        keys = []
         for record in records:
             parse_payload(record, ["diff", "prompt"])
+            key = (record_id(record), str(record["reference"]), str(record.get("tests")))
+            if key not in tokenised:
+                contrast = [bnorm_tokenize(c) for c in contrast_of(record)]
+                tokenised[key] = (bnorm_tokenize(key[1]), contrast)
+            keys.append(key)
         return [
-            commit_message_reward(str(r["reference"]), c, self.config)
-            for r, c in zip(records, completions, strict=True)
+            reward_tokens(*tokenised[k], c, self.config)
+            for k, c in zip(keys, completions, strict=True)
         ]

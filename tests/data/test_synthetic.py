@@ -51,12 +51,13 @@ def test_exhausted_space_and_bad_difficulty_are_errors() -> None:
 
 def _check_references(n_per_difficulty: int, seed: int, ut_per_difficulty: int) -> None:
     from astor_core.tasks import get_task
+    from astor_core.tasks.commit_message import attach_contrast
 
     for task in TASKS:
         verifier = get_task(task)
         n = ut_per_difficulty if task == "unit_test_generation" else n_per_difficulty
         for d in range(5):
-            items = generate(task, d, n, seed=seed)
+            items = attach_contrast(generate(task, d, n, seed=seed), 8, 16)  # as pools do
             rewards = verifier.score_batch(items, [r["reference"] for r in items])
             bad = [
                 (r["prompt_id"], r["reference"], w.reason)
