@@ -24,6 +24,7 @@ import ast  # noqa: E402
 import contextlib  # noqa: E402
 import fcntl  # noqa: E402
 import gc  # noqa: E402
+import hashlib  # noqa: E402
 import json  # noqa: E402
 import operator  # noqa: E402
 import os  # noqa: E402
@@ -51,6 +52,7 @@ _isinstance = isinstance
 _ModuleType = types.ModuleType
 _sys_modules = sys.modules
 _BaseException = BaseException
+_blake2b = hashlib.blake2b
 
 try:  # inside the sandbox this file runs as a script next to _checkrewrite.py
     from . import _checkrewrite
@@ -286,6 +288,11 @@ _VIOLATIONS: list = []
 """Blocked events seen in this job child, reported in the done frame."""
 _HOOK = None
 """The job child's audit hook, built by the server before forking."""
+_GRAVE: list = []
+"""What restores displaced in this job child, kept alive so no finalizer of untrusted code
+runs while the harness restores or checks (the child ends with os._exit, running none)."""
+_flush = type(sys.stdout).flush if sys.stdout is not None else None
+"""The C flush of the server's text streams (the job's stdout and stderr are of that type)."""
 
 
 def attr(obj, name):
@@ -300,40 +307,209 @@ def attr(obj, name):
 _HELPERS = {"keep": keep, "cmp": cmp, "binop": binop, "attr": attr, "call": call}
 
 
-def _substitute(code: types.CodeType, table: dict) -> types.CodeType:
+def _substitute(code: types.CodeType, table: dict, prefix: str) -> types.CodeType:
     consts = []
     for c in code.co_consts:
-        if _type(c) is str and c.startswith(PLACEHOLDER):
-            consts.append(table[c[_len(PLACEHOLDER) :]])
+        if _type(c) is str and c.startswith(prefix):
+            if c not in table:  # cannot happen: the check's text does not contain the prefix
+                raise ValueError("check refers to an unknown helper")
+            consts.append(table[c])
         elif _type(c) is types.CodeType:
-            consts.append(_substitute(c, table))
+            consts.append(_substitute(c, table, prefix))
         else:
             consts.append(c)
     return code.replace(co_consts=tuple(consts))
 
 
-def compile_check(source: str, kind: str) -> types.CodeType:
-    """Rewrite + compile one check; helpers and builtins become constants of the code."""
-    tree = _checkrewrite.rewrite_check(source, kind)
+def _placeholder_prefix(source: str) -> str:
+    """A prefix no string in `source` contains: 128 random bits drawn for this compile, so
+    text written by the model (a prediction inside a check) can never name a helper."""
+    while True:
+        prefix = PLACEHOLDER + os.urandom(16).hex() + ":"
+        if prefix not in source:
+            return prefix
+
+
+class _StripAnnotations(ast.NodeTransformer):
+    """Annotations of trusted definitions are dropped: evaluating them (``List[int]``) would
+    run typing's Python code, which the program may have patched, inside trusted code."""
+
+    def _args(self, args: ast.arguments) -> None:
+        for a in (*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg):
+            if a is not None:
+                a.annotation = None
+
+    def visit_FunctionDef(self, node):
+        self._args(node.args)
+        node.returns = None
+        self.generic_visit(node)
+        return node
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_AnnAssign(self, node):
+        if node.value is None:
+            return ast.Pass()
+        return ast.copy_location(ast.Assign([node.target], node.value), node)
+
+
+def compile_check(source: str, kind: str, trusted: bool = False) -> types.CodeType:
+    """Rewrite + compile one check; helpers and builtins become constants of the code.
+    `trusted=True` is for trusted definitions (a prompt's helpers): annotations are dropped."""
+    prefix = _placeholder_prefix(source)
+    tree = _checkrewrite.rewrite_check(source, kind, prefix)
+    if trusted:
+        tree = ast.fix_missing_locations(_StripAnnotations().visit(tree))
     with warnings.catch_warnings():  # CPython sees the helper slots (str constants) called
         warnings.simplefilter("ignore", SyntaxWarning)
         code = compile(tree, "<check>", kind, dont_inherit=True, optimize=0)
-    table = dict(_HELPERS)
+    table = {prefix + name: value for name, value in _HELPERS.items()}
     for name, value in _PRISTINE_BUILTINS.items():
-        table["b:" + name] = value
-    return _substitute(code, table)
+        table[prefix + "b:" + name] = value
+    return _substitute(code, table, prefix)
+
+
+# ---------------------------------------------------------------------------------------
+# Restoring what checks and trusted definitions read (modules, classes, instances).
+# ---------------------------------------------------------------------------------------
+
+_DEEP: dict = {}
+"""Real module -> entries for the classes it defines, its instances with a __dict__ and its
+dict/list/set values, each with a copy taken before untrusted code ran."""
+_DEEP_OF: dict = {}
+"""id of such a class or instance -> its entry (what ``from m import x`` hands out)."""
+_type_dict = type.__dict__["__dict__"].__get__
+_type_setattr = type.__setattr__
+_type_delattr = type.__delattr__
+_object_getattribute = object.__getattribute__
+_MethodType = types.MethodType
+_FunctionType = types.FunctionType
+
+
+def _snapshot_deep(mod: types.ModuleType, name: str) -> None:
+    """Record, in the server before any fork, what `mod`'s own classes, instances and
+    containers hold, so that a check importing `mod` sees them as they were."""
+    entries = []
+    for value in list(mod.__dict__.values()):
+        t = type(value)
+        if isinstance(value, type):
+            if not (_type_flags(value) & _HEAPTYPE) or _type_dict(value).get("__module__") != name:
+                continue
+            entry = ("c", value, dict(_type_dict(value)))
+        elif t is dict or t is list or t is set:
+            if name in ("sys", "builtins") or len(value) > 10_000:
+                continue  # sys.modules & co: restored entry by entry (see _child)
+            entry = ("v", value, t(value))
+        elif _type_flags(t) & _HEAPTYPE and t is not types.ModuleType:
+            try:
+                d = object.__getattribute__(value, "__dict__")
+            except AttributeError:
+                continue
+            if type(d) is not dict:
+                continue
+            entry = ("i", value, dict(d))
+        else:
+            continue
+        entries.append(entry)
+        _DEEP_OF[id(value)] = entry
+    _DEEP[mod] = entries
+
+
+def _restore_entry(entry: tuple, grave: list) -> None:
+    """Put one class, instance or container back as it was. What is displaced goes to `grave`
+    (kept alive until the job ends) so that no finalizer of untrusted code runs meanwhile."""
+    tag, obj, saved = entry
+    if tag == "c":
+        current = _type_dict(obj)
+        for key, value in saved.items():
+            if _mappingproxy_get(current, key) is not value:
+                grave.append(_mappingproxy_get(current, key))
+                # no contextlib here: after untrusted code the harness reads no module attribute
+                try:  # noqa: SIM105
+                    _type_setattr(obj, key, value)
+                except _BaseException:
+                    pass
+        if _len(current) != _len(saved):
+            for key in tuple(current):
+                if key not in saved:
+                    grave.append(_mappingproxy_get(current, key))
+                    try:  # noqa: SIM105
+                        _type_delattr(obj, key)
+                    except _BaseException:
+                        pass
+    elif tag == "i":
+        d = _object_getattribute(obj, "__dict__")
+        if _type(d) is dict:
+            grave.append(d.copy())
+            d.clear()
+            d.update(saved)
+    else:
+        grave.append(obj.copy())
+        obj.clear()
+        if _type(obj) is list:
+            obj.extend(saved)
+        else:
+            obj.update(saved)
+
+
+def _restore_module(mod: types.ModuleType, names, grave: list) -> None:
+    """`mod` as the fork server left it: every binding and what its own classes, instances and
+    containers hold (`names` None), or only the bindings `names` (``from mod import ...``) and
+    the objects they hold; a Python function or class among them reads `mod`'s globals when
+    called, so it restores the whole module."""
+    saved = _SNAPSHOT.get(mod)
+    if saved is None:
+        return
+    d = mod.__dict__
+    if names is not None:
+        for name in names:
+            value = saved.get(name)
+            if value is None:
+                continue
+            t = _type(value)
+            if t is _FunctionType or t is _MethodType or _isinstance(value, type):
+                names = None  # its code reads the module's globals: restore all of it
+                break
+            if d.get(name) is not value:
+                grave.append(d.get(name))
+                d[name] = value
+            entry = _DEEP_OF.get(id(value))
+            if entry is not None:
+                _restore_entry(entry, grave)
+    if names is None:
+        grave.append(d.copy())
+        d.clear()
+        d.update(saved)
+        for entry in _DEEP.get(mod, ()):
+            _restore_entry(entry, grave)
 
 
 # ---------------------------------------------------------------------------------------
 # The job child.
 # ---------------------------------------------------------------------------------------
 
-_FRAME_HEAD = b"%s %s %d %d\n"
+_FRAME_HEAD = b"%s %d %d "
 
 
-def _send(fd, nonce, kind, index, payload):
-    data = _FRAME_HEAD % (nonce, kind, index, _len(payload)) + payload
-    view = memoryview(data)
+def frame(mac, kind: bytes, index: int, payload: bytes) -> bytes:
+    """One result frame: ``kind index length tag\\n payload``, where tag is the job's keyed
+    BLAKE2b (the key never leaves the host and this process) of the head and the payload.
+    Reading frames the harness wrote, or anything else in the process's descriptors, gives
+    nothing that authenticates a different frame.
+
+    >>> import hashlib
+    >>> len(frame(hashlib.blake2b(key=b"k", digest_size=16), b"C", 0, b"1"))
+    39
+    """
+    head = _FRAME_HEAD % (kind, index, _len(payload))
+    m = mac.copy()
+    m.update(head)
+    m.update(payload)
+    return head + m.hexdigest().encode("ascii") + b"\n" + payload
+
+
+def _send(fd, mac, kind, index, payload):
+    view = memoryview(frame(mac, kind, index, payload))
     while view:
         n = _write(fd, view)
         view = view[n:]
@@ -463,16 +639,18 @@ def _child(
     req: dict,
     program: types.CodeType | bytes,
     codes: list,
+    trusted: tuple | None,
     limits: tuple,
     result_fd: int,
     out_fd: int,
     settings: dict,
+    mac,
 ) -> None:
     """Runs in the forked child. Never returns. Everything it can take ready-made from the
-    server (rlimits, compiled checks, the private builtins, the audit hook) is built before
-    the fork: each page the child writes costs a copy-on-write fault. `program` is the
-    candidate's code object, or the syntax verdict when it does not compile."""
-    nonce = req["nonce"]
+    server (rlimits, compiled checks, the private builtins, the audit hook, the keyed frame
+    hasher) is built before the fork: each page the child writes costs a copy-on-write fault.
+    `program` is the candidate's code object, or the syntax verdict when it does not compile;
+    `trusted` the compiled trusted definitions (`Job.trusted`) or None."""
     try:
         devnull = os.open("/dev/null", os.O_RDONLY)
         os.dup2(devnull, 0)
@@ -492,14 +670,14 @@ def _child(
         for which, pair in limits:
             setrlimit(which, pair)
         if _type(program) is bytes:  # the server could not compile it
-            _send(fd, nonce, b"P", 0, program)
+            _send(fd, mac, b"P", 0, program)
             _exit(0)
         namespace = {"__name__": "__sandbox__", "__builtins__": _builtins_module}
         if req["setup"]:
             try:
                 _exec(compile(req["setup"], "<setup>", "exec", dont_inherit=True), namespace)
             except _BaseException as exc:
-                _send(fd, nonce, b"P", 0, b"setup:" + _describe(exc))
+                _send(fd, mac, b"P", 0, b"setup:" + _describe(exc))
                 _exit(0)
         setup_bindings = {k: v for k, v in namespace.items() if k != "__builtins__"}
         module_table = _MODULE_TABLE
@@ -512,6 +690,7 @@ def _child(
         private_builtins = _PRIVATE_BUILTINS
         protected = _PROTECTED
         violations = _VIOLATIONS
+        grave = _GRAVE
         _sys_modules["__main__"] = _ModuleType("__main__")
         sys.addaudithook(_HOOK)
         stdout = sys.stdout
@@ -519,27 +698,60 @@ def _child(
 
         try:
             _exec(program, namespace)
-            _send(fd, nonce, b"P", 0, b"ok")
+            _send(fd, mac, b"P", 0, b"ok")
             ran = True
         except _BaseException as exc:
-            _send(fd, nonce, b"P", 0, b"error:" + _describe(exc))
+            _send(fd, mac, b"P", 0, b"error:" + _describe(exc))
             ran = False
         if ran:
-            for i, (kind, code, err, imports) in enumerate(codes):
+            t_code = t_imports = t_restores = t_free = None
+            if trusted is not None:
+                t_code, _, t_imports, t_restores, t_free = trusted
+            for i, (kind, code, err, imports, restores, free) in enumerate(codes):
                 if code is None:
-                    _send(fd, nonce, b"C", i, b"0check does not compile: " + err)
+                    _send(fd, mac, b"C", i, b"0check does not compile: " + err)
                     continue
+                if trusted is not None and t_code is None:
+                    _send(fd, mac, b"C", i, b"0trusted definitions do not compile: " + trusted[1])
+                    continue
+                # What the check (and the trusted definitions) read is put back as the server
+                # left it: builtins, the modules they import or name, the trusted names.
+                grave.append(builtins_dict.copy())
                 builtins_dict.clear()
                 builtins_dict.update(_PRISTINE_BUILTINS)
+                grave.append(private_builtins.copy())
+                private_builtins.clear()
+                private_builtins.update(_PRISTINE_BUILTINS)
+                if t_code is not None:
+                    imports = imports + t_imports
+                    restores = restores + t_restores
+                    free = free + t_free
                 for name in imports:  # what the check imports is the real module again
                     mod = module_table.get(name)
                     if mod is not None:
                         _sys_modules[name] = mod
+                for name, names in restores:
+                    mod = module_table.get(name)
+                    if _type(mod) is _ModuleType:
+                        _restore_module(mod, names, grave)
                 g = dict(namespace)
                 g.update(setup_bindings)
+                for name in free:  # a module name the check uses without importing it
+                    mod = module_table.get(name)
+                    if _type(mod) is _ModuleType:
+                        _sys_modules[name] = mod
+                        _restore_module(mod, None, grave)
+                        g[name] = mod
                 g["__builtins__"] = private_builtins
                 protected.append(g)
                 try:
+                    if t_code is not None:
+                        defs = {"__name__": "__sandbox__", "__builtins__": private_builtins}
+                        protected.append(defs)
+                        _exec(t_code, defs)
+                        for name, value in defs.items():
+                            if name != "__builtins__":
+                                g[name] = value
                     if kind == "exec":
                         _exec(code, g)
                         payload = b"1"
@@ -552,13 +764,13 @@ def _child(
                             payload = b"1" + text.encode("utf-8", "surrogatepass")
                 except _BaseException as exc:
                     payload = b"0" + _describe(exc)
-                _send(fd, nonce, b"C", i, payload)
-        try:
-            stdout.flush()
-            stderr.flush()
+                _send(fd, mac, b"C", i, payload)
+        try:  # the real streams' own (C) flush, never an attribute the program may have set
+            _flush(stdout)
+            _flush(stderr)
         except _BaseException:
             pass
-        _send(fd, nonce, b"D", 0, ";".join(violations[:20]).encode("utf-8", "replace"))
+        _send(fd, mac, b"D", 0, ";".join(violations[:20]).encode("utf-8", "replace"))
     except _BaseException:
         _exit(70)
     _exit(0)
@@ -610,24 +822,47 @@ def _kill_leftovers(settings: dict, child: int) -> int:
     return 1
 
 
+def _compile_one(source: str, kind: str, trusted: bool = False) -> tuple:
+    """(kind, code, error, sys.modules names to restore, (module, names) restores, free
+    module names) for one check or trusted definitions; code None (with the reason) when it
+    does not compile. Never raises: a check that breaks the rewriter fails alone."""
+    try:
+        tree = ast.parse(source, mode="eval" if kind == "eval" else "exec")
+        imports = _checkrewrite.imported_modules(tree)
+        restores = _checkrewrite.restored_modules(tree)
+        free = tuple(
+            n
+            for n in _checkrewrite.free_names(tree)
+            if type(_MODULE_TABLE.get(n)) is types.ModuleType
+        )
+        return (kind, compile_check(source, kind, trusted), b"", imports, restores, free)
+    except Exception as exc:  # SyntaxError, RecursionError, MemoryError, ValueError...
+        return (kind, None, _describe(exc), (), (), ())
+
+
+def _cached(cache: dict, key: tuple, make, limit: int):
+    hit = cache.get(key)
+    if hit is None:
+        hit = make()
+        if len(cache) >= limit:
+            cache.pop(next(iter(cache)))
+        cache[key] = hit
+    return hit
+
+
 def _compiled(cache: dict, checks, limit: int) -> list:
-    out = []
-    for code, kind in checks:
-        key = (kind, code)
-        hit = cache.get(key)
-        if hit is None:
-            try:
-                imports = _checkrewrite.imported_modules(
-                    ast.parse(code, mode="eval" if kind == "eval" else "exec")
-                )
-                hit = (kind, compile_check(code, kind), b"", imports)
-            except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
-                hit = (kind, None, _describe(exc), ())
-            if len(cache) >= limit:
-                cache.pop(next(iter(cache)))
-            cache[key] = hit
-        out.append(hit)
-    return out
+    return [
+        _cached(cache, (kind, code), lambda c=code, k=kind: _compile_one(c, k), limit)
+        for code, kind in checks
+    ]
+
+
+def _compiled_trusted(cache: dict, source: str, limit: int) -> tuple | None:
+    """The trusted definitions compiled like a check (code, error, imports, restores, free)."""
+    if not source:
+        return None
+    hit = _cached(cache, ("trusted", source), lambda: _compile_one(source, "exec", True), limit)
+    return hit[1:]
 
 
 def _drain(r: int, buf: bytearray, limit: int) -> bool:
@@ -656,6 +891,8 @@ def _compile_program(source: str) -> types.CodeType | bytes:
 
 def _run_job(req: dict, settings: dict, cache: dict, out_fd: int) -> dict:
     codes = _compiled(cache, req["checks"], settings["cache_size"])
+    trusted = _compiled_trusted(cache, req.get("trusted", ""), settings["cache_size"])
+    mac = _blake2b(key=req.pop("key"), digest_size=16)
     program = _compile_program(req["program"])
     limits = req["limits"]
     job_limits = rlimits(limits, settings["nproc_base"])
@@ -681,11 +918,11 @@ def _run_job(req: dict, settings: dict, cache: dict, out_fd: int) -> dict:
             os.close(r)
             if not settings["pidns"]:
                 os.setpgid(0, 0)
-            _child(req, program, codes, job_limits, w, out_fd, settings)
+            _child(req, program, codes, trusted, job_limits, w, out_fd, settings, mac)
         finally:
             _exit(71)
     os.close(w)
-    del program
+    del program, mac
     pidfd = os.pidfd_open(pid)
     deadline = start + limits["wall_s"]
     buf = bytearray()
@@ -735,6 +972,15 @@ def _run_job(req: dict, settings: dict, cache: dict, out_fd: int) -> dict:
     }
 
 
+def _server_error(exc: BaseException) -> dict:
+    """The answer for a job the server itself failed on (no frames: the host reads crashed)."""
+    return {
+        "frames": b"", "overflow": False, "timed_out": False, "exit_code": 70, "cpu_s": 0.0,
+        "minflt": 0, "output": b"", "output_size": 0, "duration_s": 0.0, "kill_rounds": 1,
+        "server_error": _describe(exc).decode("utf-8", "replace"),
+    }  # fmt: skip
+
+
 def _register_at_fork_but_reseed(**hooks) -> None:
     """`os.register_at_fork` while the server preloads modules, minus `random`'s reseed of
     its global generator in every child: that reseed costs each job ~45 page faults (a third
@@ -777,9 +1023,10 @@ def _prepare_server(settings: dict) -> None:
     if "random" in sys.modules:  # every job starts from this state: the same job, the same run
         sys.modules["random"].seed(settings["random_seed"])
     _warm_helpers()
-    for mod in list(sys.modules.values()):
+    for name, mod in list(sys.modules.items()):
         if type(mod) is types.ModuleType:
             _SNAPSHOT[mod] = dict(mod.__dict__)
+            _snapshot_deep(mod, name)
     _MODULE_TABLE = dict(sys.modules)
     _PRIVATE_BUILTINS.update(_PRISTINE_BUILTINS)
     _HOOK = _make_hook(frozenset(settings["blocked_modules"]), _PROTECTED, _VIOLATIONS)
@@ -803,7 +1050,11 @@ def serve(settings: dict) -> None:
         if batch is None:
             return
         for req in batch["jobs"]:
-            _write_msg(1, _run_job(req, settings, cache, out_fd))
+            try:
+                answer = _run_job(req, settings, cache, out_fd)
+            except Exception as exc:  # one job the server could not run: the others still run
+                answer = _server_error(exc)
+            _write_msg(1, answer)
 
 
 if __name__ == "__main__":
