@@ -2,7 +2,10 @@
 
 The sandboxed program is `payload.prompt + completion` (HumanEval's convention); the
 record's tests are trusted `exec` checks run after it, each confirmed separately, so the
-reward is the fraction of tests passed and `info['all_passed']` says whether all did.
+reward is the fraction of tests passed and `info['all_passed']` says whether all did. The
+prompt's own definitions (imports, helpers such as HumanEval/32's `poly`) are trusted: they
+go to the sandbox as `Job.trusted`, so a completion that redefines them changes nothing the
+tests call. A job that does not end normally scores 0, whatever it confirmed before.
 """
 
 from __future__ import annotations
@@ -35,6 +38,32 @@ class CodeGenerationConfig:
 
     limits: Limits | None = None
     """Sandbox limits for program plus all tests; None takes the sandbox's defaults."""
+
+
+def trusted_prelude(prompt: str, entry_point: str) -> str:
+    """The prompt's top-level statements other than the entry point's definition (imports,
+    helper functions, constants): what the tests may call that the model must not redefine.
+    "" when the prompt does not parse on its own (nothing can then be told apart).
+
+    >>> src = 'import math\\ndef poly(xs, x):\\n    return 0\\ndef find_zero(xs):\\n    "doc"\\n'
+    >>> print(trusted_prelude(src, "find_zero"))
+    import math
+    def poly(xs, x):
+        return 0
+    """
+    try:
+        module = ast.parse(prompt)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return ""
+    keep = [
+        node
+        for node in module.body
+        if not (
+            isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == entry_point
+        )
+        and not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))
+    ]
+    return "\n".join(ast.unparse(node) for node in keep)
 
 
 def split_humaneval_tests(
@@ -136,7 +165,14 @@ class CodeGenerationTask:
             tests = parse_tests(record)
             if not tests:
                 raise RecordError(f"record {record_id(record)}: code_generation needs tests")
-            keys.append((payload.get("setup", ""), payload["prompt"] + completion, tuple(tests)))
+            keys.append(
+                (
+                    payload.get("setup", ""),
+                    payload["prompt"] + completion,
+                    tuple(tests),
+                    trusted_prelude(payload["prompt"], payload["entry_point"]),
+                )
+            )
         outcomes = run_unique(
             keys,
             lambda k: Job(
@@ -144,6 +180,7 @@ class CodeGenerationTask:
                 setup=k[0],
                 checks=tuple(Check(t) for t in k[2]),
                 limits=self.config.limits,
+                trusted=k[3],
             ),
             resolve_sandbox(sandbox),
         )
@@ -151,14 +188,17 @@ class CodeGenerationTask:
 
 
 def reward_from_outcome(outcome: Outcome, n_tests: int) -> Reward:
-    """Fraction of the tests the harness confirmed passed; the reason comes from the status.
+    """Fraction of the tests the harness confirmed passed, 0 unless the job ended normally;
+    the reason comes from the status.
 
     >>> reward_from_outcome(Outcome("ok", (True, False)), 2)
     Reward(value=0.5, reason='failed', passed=False, info={'all_passed': False, 'n_passed': 1, 'n_tests': 2, 'detail': ''})
     >>> reward_from_outcome(Outcome("syntax_error", (False,), detail="line 1"), 1).reason
     'syntax'
+    >>> reward_from_outcome(Outcome("crashed", (True, True)), 2).value
+    0.0
     """
-    n_passed = sum(1 for p in outcome.passed if p)
+    n_passed = sum(1 for p in outcome.passed if p) if outcome.status == "ok" else 0
     all_passed = outcome.status == "ok" and n_passed == n_tests
     return Reward(
         value=n_passed / n_tests,
