@@ -365,11 +365,10 @@ def parse_answer(answer: dict, key: bytes, job: Job, limits: Limits) -> Outcome:
         payload = frames[nl + 1 : nl + 1 + length]
         pos = nl + 1 + length
         signed = b"%s %s %s " % (head[0], head[1], head[2])
-        if len(payload) != length or not hmac.compare_digest(
+        authentic = len(payload) == length and hmac.compare_digest(
             head[3], frame_tag(key, signed, payload)
-        ):
-            tampered = True
-        elif done is not None:
+        )
+        if not authentic or done is not None:
             tampered = True
         elif kind == b"P" and program is None and index == 0:
             program = payload
