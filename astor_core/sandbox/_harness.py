@@ -52,6 +52,9 @@ _isinstance = isinstance
 _ModuleType = types.ModuleType
 _sys_modules = sys.modules
 _BaseException = BaseException
+_gc_callbacks = gc.callbacks
+_gc_disable = gc.disable
+_gc_collect = gc.collect
 _blake2b = hashlib.blake2b
 
 try:  # inside the sandbox this file runs as a script next to _checkrewrite.py
@@ -231,6 +234,7 @@ _GUARDED_CALLEES = (
 _VIEW_TYPES = (type({}.keys()), type({}.values()), type({}.items()))
 _type_flags = type.__dict__["__flags__"].__get__
 _HEAPTYPE = 1 << 9
+_TYPE_SUBCLASS = 1 << 31
 
 
 def _checked(iterator):
@@ -266,14 +270,85 @@ def _arg(a):
 def call(func, /, *args, **kwargs):
     """A call in a check. Built-in callables (len, abs, sorted, math.isclose, int...) only
     receive plain values, functions, types, modules, or iterators whose items are checked
-    plain as they are consumed, so no dunder of an untrusted object answers for them."""
+    plain as they are consumed, so no dunder of an untrusted object answers for them.
+
+    When the check uses standard-library Python code (it imports or names modules), a call
+    that may run untrusted code (the candidate, or a built-in handed one of its functions)
+    is followed by the same restore as before the check: what the candidate patches while
+    it runs (``random.Random.randrange``...) never reaches the check's later calls."""
     t = _type(func)
     for guarded in _GUARDED_CALLEES:
         if t is guarded:
             args = [_arg(a) for a in args]
             kwargs = {k: _arg(v) for k, v in kwargs.items()}
             break
-    return func(*args, **kwargs)
+    if not _AFTER_CALL or _trusted_call(func, args, kwargs):
+        return func(*args, **kwargs)
+    try:
+        return func(*args, **kwargs)
+    finally:
+        _after_untrusted()
+
+
+_AFTER_CALL: list = []
+"""(module, names) restores the running check repeats after each untrusted call (empty: the
+check runs no standard-library Python code, so there is nothing to repeat)."""
+_TRUSTED_GLOBALS: set = set()
+"""ids of the globals of trusted Python code: real modules' dicts, and the running check's
+namespace and trusted definitions."""
+_TRUSTED_CLASSES: set = set()
+"""ids of the standard library's own Python classes (snapshotted, restored like modules)."""
+_func_globals = types.FunctionType.__dict__["__globals__"].__get__
+_method_func = types.MethodType.__dict__["__func__"].__get__
+_method_self = types.MethodType.__dict__["__self__"].__get__
+
+
+def _trusted_callable(f) -> bool:
+    """A function of the standard library or of the check, a method of one on a trusted
+    object, a built-in, or a trusted class: calling it runs no untrusted code by itself."""
+    t = _type(f)
+    if t is _FunctionType:
+        return id(_func_globals(f)) in _TRUSTED_GLOBALS
+    if t is _MethodType:
+        return _trusted_callable(_method_func(f)) and _trusted_class(_type(_method_self(f)))
+    if _type_flags(t) & _TYPE_SUBCLASS:  # a class (never asks the object's __class__)
+        return _trusted_class(f)
+    return any(t is builtin for builtin in _GUARDED_CALLEES)
+
+
+def _trusted_class(cls) -> bool:
+    return not (_type_flags(cls) & _HEAPTYPE) or id(cls) in _TRUSTED_CLASSES
+
+
+def _trusted_call(func, args, kwargs) -> bool:
+    if not _trusted_callable(func):
+        return False
+    for a in (*args, *kwargs.values()):
+        t = _type(a)
+        callable_kind = t is _FunctionType or t is _MethodType or _type_flags(t) & _TYPE_SUBCLASS
+        if callable_kind and not _trusted_callable(a):
+            return False
+    return True
+
+
+def _after_untrusted() -> None:
+    grave = _GRAVE
+    builtins_dict = _builtins_module.__dict__
+    builtins_dict.clear()  # first: a finalizer this runs comes before the module restores
+    builtins_dict.update(_PRISTINE_BUILTINS)
+    for mod, names in _AFTER_CALL:
+        _restore_module(mod, names, grave)
+    _quiet_gc()
+
+
+def _quiet_gc() -> None:
+    """No collection, and so no finalizer or gc callback of untrusted code, runs unasked
+    while a check that uses standard-library code is running."""
+    callbacks = _gc_callbacks
+    if callbacks:
+        _GRAVE.append(callbacks.copy())
+        callbacks.clear()
+    _gc_disable()
 
 
 _SNAPSHOT: dict = {}
@@ -381,7 +456,7 @@ _DEEP_OF: dict = {}
 _type_dict = type.__dict__["__dict__"].__get__
 _type_setattr = type.__setattr__
 _type_delattr = type.__delattr__
-_object_getattribute = object.__getattribute__
+_GetSetDescriptorType = types.GetSetDescriptorType
 _MethodType = types.MethodType
 _FunctionType = types.FunctionType
 
@@ -401,18 +476,26 @@ def _snapshot_deep(mod: types.ModuleType, name: str) -> None:
                 continue  # sys.modules & co: restored entry by entry (see _child)
             entry = ("v", value, t(value))
         elif _type_flags(t) & _HEAPTYPE and t is not types.ModuleType:
-            try:
-                d = object.__getattribute__(value, "__dict__")
-            except AttributeError:
+            # the C getter of the instance's __dict__, taken now: in the job child a class
+            # attribute the program set could answer for `value.__dict__`
+            getter = next(
+                (_type_dict(k).get("__dict__") for k in t.__mro__ if "__dict__" in _type_dict(k)),
+                None,
+            )
+            if type(getter) is not _GetSetDescriptorType:
                 continue
+            d = getter.__get__(value, t)
             if type(d) is not dict:
                 continue
-            entry = ("i", value, dict(d))
+            entry = ("i", (value, getter.__get__), dict(d))
         else:
             continue
         entries.append(entry)
         _DEEP_OF[id(value)] = entry
+        if entry[0] == "c":
+            _TRUSTED_CLASSES.add(id(value))
     _DEEP[mod] = entries
+    _TRUSTED_GLOBALS.add(id(mod.__dict__))
 
 
 def _restore_entry(entry: tuple, grave: list) -> None:
@@ -438,7 +521,7 @@ def _restore_entry(entry: tuple, grave: list) -> None:
                     except _BaseException:
                         pass
     elif tag == "i":
-        d = _object_getattribute(obj, "__dict__")
+        d = obj[1](obj[0])
         if _type(d) is dict:
             grave.append(d.copy())
             d.clear()
@@ -453,33 +536,32 @@ def _restore_entry(entry: tuple, grave: list) -> None:
 
 
 def _restore_module(mod: types.ModuleType, names, grave: list) -> None:
-    """`mod` as the fork server left it: every binding and what its own classes, instances and
-    containers hold (`names` None), or only the bindings `names` (``from mod import ...``) and
-    the objects they hold; a Python function or class among them reads `mod`'s globals when
-    called, so it restores the whole module."""
+    """`mod`'s bindings as the fork server left them, and what its own classes, instances and
+    containers hold (`names` None: ``import mod``); for ``from mod import names``, only what
+    the imported objects hold, unless one is a Python function, method or class (its code
+    reads `mod`'s globals when called: then all of it). The bindings are restored by clearing
+    the dict, never by looking keys up, so no `__eq__` of a key the program planted runs."""
     saved = _SNAPSHOT.get(mod)
     if saved is None:
         return
     d = mod.__dict__
+    grave.append(d.copy())
+    d.clear()
+    d.update(saved)
     if names is not None:
+        spec = _DEEP_OF.get(id(saved.get("__spec__")))  # read by every import statement
+        if spec is not None:
+            _restore_entry(spec, grave)
         for name in names:
             value = saved.get(name)
-            if value is None:
-                continue
             t = _type(value)
             if t is _FunctionType or t is _MethodType or _isinstance(value, type):
                 names = None  # its code reads the module's globals: restore all of it
                 break
-            if d.get(name) is not value:
-                grave.append(d.get(name))
-                d[name] = value
             entry = _DEEP_OF.get(id(value))
             if entry is not None:
                 _restore_entry(entry, grave)
     if names is None:
-        grave.append(d.copy())
-        d.clear()
-        d.update(saved)
         for entry in _DEEP.get(mod, ()):
             _restore_entry(entry, grave)
 
@@ -685,12 +767,16 @@ def _child(
             for mod in list(_sys_modules.values()):
                 if _type(mod) is _ModuleType and mod not in _SNAPSHOT:
                     _SNAPSHOT[mod] = dict(mod.__dict__)
+                    _TRUSTED_GLOBALS.add(id(mod.__dict__))
             module_table = dict(_sys_modules)
         builtins_dict = _builtins_module.__dict__
         private_builtins = _PRIVATE_BUILTINS
         protected = _PROTECTED
         violations = _VIOLATIONS
         grave = _GRAVE
+        after_call = _AFTER_CALL
+        pristine_import = _PRISTINE_BUILTINS["__import__"]
+        trusted_globals = _TRUSTED_GLOBALS
         _sys_modules["__main__"] = _ModuleType("__main__")
         sys.addaudithook(_HOOK)
         stdout = sys.stdout
@@ -714,44 +800,74 @@ def _child(
                 if trusted is not None and t_code is None:
                     _send(fd, mac, b"C", i, b"0trusted definitions do not compile: " + trusted[1])
                     continue
-                # What the check (and the trusted definitions) read is put back as the server
-                # left it: builtins, the modules they import or name, the trusted names.
-                grave.append(builtins_dict.copy())
-                builtins_dict.clear()
-                builtins_dict.update(_PRISTINE_BUILTINS)
-                grave.append(private_builtins.copy())
-                private_builtins.clear()
-                private_builtins.update(_PRISTINE_BUILTINS)
                 if t_code is not None:
                     imports = imports + t_imports
                     restores = restores + t_restores
                     free = free + t_free
-                for name in imports:  # what the check imports is the real module again
-                    mod = module_table.get(name)
-                    if mod is not None:
-                        _sys_modules[name] = mod
+                # The check's namespace: the program's (string) names, setup's, and the real
+                # modules it names without importing. Only exact-str keys are copied, so no
+                # key the program planted answers a lookup with its own __eq__.
+                g = {k: v for k, v in namespace.items() if _type(k) is str}
+                g.update(setup_bindings)
+                plan = []
                 for name, names in restores:
                     mod = module_table.get(name)
                     if _type(mod) is _ModuleType:
-                        _restore_module(mod, names, grave)
-                g = dict(namespace)
-                g.update(setup_bindings)
+                        plan.append((mod, names))
                 for name in free:  # a module name the check uses without importing it
                     mod = module_table.get(name)
                     if _type(mod) is _ModuleType:
-                        _sys_modules[name] = mod
-                        _restore_module(mod, None, grave)
+                        plan.append((mod, None))
                         g[name] = mod
+                        imports = imports + (name,)
+                if plan:
+                    _gc_collect()  # pending finalizers of the program run now, not mid-check
+                if imports:  # what the check imports is the real module again
+                    if any(_type(k) is not str for k in _sys_modules):
+                        grave.append(_sys_modules.copy())
+                        _sys_modules.clear()
+                        _sys_modules.update(module_table)
+                    for name in imports:
+                        mod = module_table.get(name)
+                        if mod is not None:
+                            _sys_modules[name] = mod
                 g["__builtins__"] = private_builtins
                 protected.append(g)
-                try:
-                    if t_code is not None:
-                        defs = {"__name__": "__sandbox__", "__builtins__": private_builtins}
-                        protected.append(defs)
+                trusted_failed = None
+                if t_code is not None:  # rewritten like a check: immune to what it imports
+                    defs = {"__name__": "__sandbox__", "__builtins__": private_builtins}
+                    protected.append(defs)
+                    trusted_globals.add(id(defs))
+                    try:
                         _exec(t_code, defs)
-                        for name, value in defs.items():
-                            if name != "__builtins__":
-                                g[name] = value
+                    except _BaseException as exc:
+                        trusted_failed = exc
+                    for name, value in defs.items():
+                        if name != "__builtins__":
+                            g[name] = value
+                # Last, builtins and the modules the check reads, as the server left them,
+                # whatever ran until now. Checks (and trusted definitions) read builtins as
+                # constants; only standard-library Python code (the import system included)
+                # reads the builtins module, so a check that imports and names no module
+                # skips this: each page the child writes costs it a copy-on-write fault.
+                # Builtins go first: a finalizer that their restore runs comes before the
+                # module restores; the private dict gives import statements the real
+                # __import__.
+                if imports or plan:
+                    builtins_dict.clear()
+                    builtins_dict.update(_PRISTINE_BUILTINS)
+                    private_builtins["__import__"] = pristine_import
+                if plan:
+                    for mod, names in plan:
+                        _restore_module(mod, names, grave)
+                    _quiet_gc()
+                    after_call[:] = plan
+                    trusted_globals.add(id(g))
+                elif after_call:
+                    after_call.clear()
+                try:
+                    if trusted_failed is not None:
+                        raise trusted_failed
                     if kind == "exec":
                         _exec(code, g)
                         payload = b"1"

@@ -462,3 +462,77 @@ def test_cruxeval_scorer_rejects_placeholder_injection(box):
     generations = {"sample_0": ["'\\x00astor:b:True'", "f('\\x00astor:b:True')", "True"]}
     scored = score_cruxeval(generations, dataset, "input", sandbox=box)
     assert scored["raw_scored_generations"]["sample_0"] == [False, False, True]
+
+
+# A test that draws its inputs from the global `random` generator (as HumanEval/38 and /50
+# do), for a function that is hard to get right on a random input: f(n) = n * n % 1000003.
+RANDOM_INPUT_CHECK = (
+    "from random import randint\n"
+    "for _ in range(50):\n"
+    "    n = randint(1, 10 ** 9)\n"
+    "    assert f(n) == n * n % 1000003\n"
+)
+
+MID_CHECK_ATTACKS: dict[str, str] = {
+    # answers the first input (foreseen from the generator's state), then makes every later
+    # input 7 by patching the class while the check is running
+    "patch_while_called": textwrap.dedent(
+        """
+        import random
+        _clone = random.Random()
+        _clone.setstate(random.getstate())
+        _FIRST = _clone.randint(1, 10 ** 9)
+        def f(n):
+            random.Random.randrange = lambda self, *a, **k: 7
+            random.Random.randint = lambda self, a, b: 7
+            return n * n % 1000003 if n == _FIRST else 49
+        """
+    ),
+    # a gc callback patches the class as soon as the check allocates
+    "patch_from_gc_callback": textwrap.dedent(
+        """
+        import gc, random
+        def _patch(phase, info):
+            random.Random.randrange = lambda self, *a, **k: 7
+            random.Random.randint = lambda self, a, b: 7
+        gc.callbacks.append(_patch)
+        gc.set_threshold(1, 1, 1)
+        def f(n):
+            return 49
+        """
+    ),
+    # a finalizer of cyclic garbage, collected while the check runs
+    "patch_from_finalizer": textwrap.dedent(
+        """
+        import gc, random
+        class _Bomb:
+            def __del__(self):
+                random.Random.randrange = lambda self, *a, **k: 7
+                random.Random.randint = lambda self, a, b: 7
+        _b = _Bomb()
+        _b.me = _b
+        del _b
+        gc.disable()
+        gc.set_threshold(1, 1, 1)
+        gc.enable()
+        def f(n):
+            return 49
+        """
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MID_CHECK_ATTACKS))
+def test_patches_made_while_a_check_runs_do_not_reach_it(box, name):
+    out = box.run(Job(MID_CHECK_ATTACKS[name], (Check(RANDOM_INPUT_CHECK),)))
+    assert out.passed == (False,), (name, out)
+    payload = {"prompt": "def f(n):\n", "entry_point": "f", "setup": ""}
+    record = {
+        "prompt_id": name,
+        "payload": json.dumps(payload),
+        "tests": json.dumps([RANDOM_INPUT_CHECK]),
+    }
+    (reward,) = CodeGenerationTask().score_batch([record], [MID_CHECK_ATTACKS[name]], box)
+    assert reward.value == 0.0, reward
+    honest = box.run(Job("def f(n):\n    return n * n % 1000003", (Check(RANDOM_INPUT_CHECK),)))
+    assert honest.all_passed, honest
