@@ -225,8 +225,8 @@ def test_unit_test_style_jobs_cannot_forge_the_reference_run(box):
     """Unit-test generation runs the model's tests as the program with a trusted `pass` check:
     tests that fail on the reference but forge 'completed' would be rewarded for killing
     every mutant. They are not."""
-    tests = _forger_program("dup_fd_forge_in_f").replace("N_CHECKS", "1")
-    tests += "\n_forge(1)\nassert clamp(1, 0, 2) == 99\n"
+    tests = FORGER.replace("N_CHECKS", "1")
+    tests += "sys.stdout.flush = lambda: _forge(1)\nassert clamp(1, 0, 2) == 99\n"
     reference = "def clamp(x, lo, hi):\n    return max(lo, min(x, hi))\n"
     out = box.run(Job(tests, (Check("pass"),), setup=reference))
     assert not out.all_passed and out.passed == (False,), out
