@@ -956,10 +956,11 @@ def _compile_one(source: str, kind: str, trusted: bool = False) -> tuple:
         return (kind, None, _describe(exc), (), (), ())
 
 
-def _cached(cache: dict, key: tuple, make, limit: int):
+def _cached(cache: dict, source: str, kind: str, limit: int, trusted: bool = False) -> tuple:
+    key = (kind, source, trusted)
     hit = cache.get(key)
     if hit is None:
-        hit = make()
+        hit = _compile_one(source, kind, trusted)
         if len(cache) >= limit:
             cache.pop(next(iter(cache)))
         cache[key] = hit
@@ -967,18 +968,14 @@ def _cached(cache: dict, key: tuple, make, limit: int):
 
 
 def _compiled(cache: dict, checks, limit: int) -> list:
-    return [
-        _cached(cache, (kind, code), lambda c=code, k=kind: _compile_one(c, k), limit)
-        for code, kind in checks
-    ]
+    return [_cached(cache, code, kind, limit) for code, kind in checks]
 
 
 def _compiled_trusted(cache: dict, source: str, limit: int) -> tuple | None:
     """The trusted definitions compiled like a check (code, error, imports, restores, free)."""
     if not source:
         return None
-    hit = _cached(cache, ("trusted", source), lambda: _compile_one(source, "exec", True), limit)
-    return hit[1:]
+    return _cached(cache, source, "exec", limit, True)[1:]
 
 
 def _drain(r: int, buf: bytearray, limit: int) -> bool:
