@@ -581,7 +581,7 @@ def frame(mac, kind: bytes, index: int, payload: bytes) -> bytes:
 
     >>> import hashlib
     >>> len(frame(hashlib.blake2b(key=b"k", digest_size=16), b"C", 0, b"1"))
-    39
+    40
     """
     head = _FRAME_HEAD % (kind, index, _len(payload))
     m = mac.copy()
