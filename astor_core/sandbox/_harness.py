@@ -1136,6 +1136,12 @@ def _prepare_server(settings: dict) -> None:
     if "random" in sys.modules:  # every job starts from this state: the same job, the same run
         sys.modules["random"].seed(settings["random_seed"])
     _warm_helpers()
+    _lock_down_modules()  # the server itself never needs signal handlers or new builtins
+    # Imports inside jobs compile the standard library from source instead of unmarshalling
+    # cached .pyc files: marshal.loads stays blocked for everyone (see docs/SANDBOX.md).
+    sys.implementation.cache_tag = None
+    sys.dont_write_bytecode = True
+    # Snapshots last: a restore must put back the locked-down modules, never the originals.
     for name, mod in list(sys.modules.items()):
         if type(mod) is types.ModuleType:
             _SNAPSHOT[mod] = dict(mod.__dict__)
@@ -1143,11 +1149,6 @@ def _prepare_server(settings: dict) -> None:
     _MODULE_TABLE = dict(sys.modules)
     _PRIVATE_BUILTINS.update(_PRISTINE_BUILTINS)
     _HOOK = _make_hook(frozenset(settings["blocked_modules"]), _PROTECTED, _VIOLATIONS)
-    _lock_down_modules()  # the server itself never needs signal handlers or new builtins
-    # Imports inside jobs compile the standard library from source instead of unmarshalling
-    # cached .pyc files: marshal.loads stays blocked for everyone (see docs/SANDBOX.md).
-    sys.implementation.cache_tag = None
-    sys.dont_write_bytecode = True
     gc.freeze()
 
 

@@ -536,3 +536,23 @@ def test_patches_made_while_a_check_runs_do_not_reach_it(box, name):
     assert reward.value == 0.0, reward
     honest = box.run(Job("def f(n):\n    return n * n % 1000003", (Check(RANDOM_INPUT_CHECK),)))
     assert honest.all_passed, honest
+
+
+def test_restores_never_bring_back_what_the_lockdown_removed(box):
+    """A check that imports `signal` gets the module restored from the server's snapshot,
+    which is taken after the lock-down: the blockers (a handler would receive the interrupted
+    frame) are what comes back, in `signal` and in the `_signal` it calls."""
+    program = textwrap.dedent(
+        """
+        import signal
+        def f(x):
+            try:
+                signal.signal(signal.SIGALRM, lambda s, frame: None)
+            except PermissionError:
+                return 0
+            return x + 1
+        """
+    )
+    for check in ("import signal\nassert f(1) == 2", "import signal, _signal\nassert f(1) == 2"):
+        out = box.run(Job(program, (Check(check),)))
+        assert out.passed == (False,), out
