@@ -556,3 +556,25 @@ def test_restores_never_bring_back_what_the_lockdown_removed(box):
     for check in ("import signal\nassert f(1) == 2", "import signal, _signal\nassert f(1) == 2"):
         out = box.run(Job(program, (Check(check),)))
         assert out.passed == (False,), out
+
+
+@pytest.mark.parametrize("name", sorted(VERDICT_ATTACKS))
+def test_every_verdict_attack_gets_zero_from_the_humaneval_scorer_and_code_generation(
+    box, humaneval, name
+):
+    """Each verdict-channel attack as a HumanEval/0 completion: the entry point calls the
+    attack's `f` and returns None (wrong for every test), the rest runs at program level."""
+    problem = humaneval["HumanEval/0"]
+    tests = split_humaneval_tests(problem["test"], problem["entry_point"])
+    for n_checks, score in (
+        (1, lambda c: score_humaneval(
+            [{"task_id": "HumanEval/0", "completion": c}], {"HumanEval/0": problem},
+            ks=(1,), sandbox=box,
+        ).samples[0]["passed"]),
+        (len(tests), lambda c: CodeGenerationTask().score_batch(
+            _humaneval_records(humaneval, [("HumanEval/0", c)]), [c], box
+        )[0].value),
+    ):  # fmt: skip
+        attack = VERDICT_ATTACKS[name].replace("N_CHECKS", str(n_checks))
+        completion = "    f(0)\n    return None\n\n" + attack
+        assert not score(completion), (name, n_checks)
