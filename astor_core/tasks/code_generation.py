@@ -41,15 +41,18 @@ class CodeGenerationConfig:
 
 
 def trusted_prelude(prompt: str, entry_point: str) -> str:
-    """The prompt's top-level statements other than the entry point's definition (imports,
-    helper functions, constants): what the tests may call that the model must not redefine.
-    "" when the prompt does not parse on its own (nothing can then be told apart).
+    """The prompt's top-level statements other than the entry point's definition (helper
+    functions, constants, and the imports they use): what the tests may call that the model
+    must not redefine. Imports that only annotations read (``from typing import List``) are
+    left out: the sandbox drops annotations from trusted code, and restoring a module it
+    imports costs every test. "" when the prompt does not parse on its own.
 
-    >>> src = 'import math\\ndef poly(xs, x):\\n    return 0\\ndef find_zero(xs):\\n    "doc"\\n'
-    >>> print(trusted_prelude(src, "find_zero"))
+    >>> src = "import math\\nfrom typing import List\\n"
+    >>> src += "def poly(xs: List[float], x):\\n    return math.fsum(xs)\\n"
+    >>> print(trusted_prelude(src + "def find_zero(xs: List[float]):\\n    '''doc'''\\n", "find_zero"))
     import math
-    def poly(xs, x):
-        return 0
+    def poly(xs: List[float], x):
+        return math.fsum(xs)
     """
     try:
         module = ast.parse(prompt)
@@ -63,7 +66,41 @@ def trusted_prelude(prompt: str, entry_point: str) -> str:
         )
         and not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))
     ]
+    imports = (ast.Import, ast.ImportFrom)
+    read = _names_read_outside_annotations([n for n in keep if not isinstance(n, imports)])
+    keep = [
+        node
+        for node in keep
+        if not isinstance(node, imports)
+        or any((a.asname or a.name).split(".")[0] in read for a in node.names)
+    ]
     return "\n".join(ast.unparse(node) for node in keep)
+
+
+def _names_read_outside_annotations(nodes: list[ast.stmt]) -> set[str]:
+    """Names the statements load, not counting annotations (argument, return, variable).
+
+    >>> tree = ast.parse("def f(x: List[int]) -> Dict:\\n    return math.pi")
+    >>> sorted(_names_read_outside_annotations(tree.body))
+    ['math']
+    """
+    skip: set[int] = set()
+    for node in nodes:
+        for sub in ast.walk(node):
+            annotations: list[ast.AST | None] = []
+            if isinstance(sub, ast.arg | ast.AnnAssign):
+                annotations.append(sub.annotation)
+            if isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef):
+                annotations.append(sub.returns)
+            for ann in annotations:
+                if ann is not None:
+                    skip.update(id(n) for n in ast.walk(ann))
+    return {
+        sub.id
+        for node in nodes
+        for sub in ast.walk(node)
+        if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load) and id(sub) not in skip
+    }
 
 
 def split_humaneval_tests(
