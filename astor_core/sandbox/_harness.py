@@ -334,8 +334,9 @@ def _trusted_call(func, args, kwargs) -> bool:
 def _after_untrusted() -> None:
     grave = _GRAVE
     builtins_dict = _builtins_module.__dict__
-    builtins_dict.clear()  # first: a finalizer this runs comes before the module restores
-    builtins_dict.update(_PRISTINE_BUILTINS)
+    if not _same_dict(builtins_dict, _PRISTINE_BUILTINS):
+        builtins_dict.clear()  # first: a finalizer this runs comes before the module restores
+        builtins_dict.update(_PRISTINE_BUILTINS)
     for mod, names in _AFTER_CALL:
         _restore_module(mod, names, grave)
     _quiet_gc()
@@ -498,6 +499,31 @@ def _snapshot_deep(mod: types.ModuleType, name: str) -> None:
     _TRUSTED_GLOBALS.add(id(mod.__dict__))
 
 
+_MISSING = object()
+
+
+def _same_dict(d: dict, saved: dict) -> bool:
+    """True when `d` holds exactly `saved`'s (string) keys bound to the same objects. Runs no
+    untrusted code: a key that is not an exact str ends the test before any lookup, and
+    values are compared by identity. Lets a restore that has nothing to do write nothing."""
+    if _len(d) != _len(saved):
+        return False
+    get = saved.get
+    for key, value in d.items():
+        if _type(key) is not str or get(key, _MISSING) is not value:
+            return False
+    return True
+
+
+def _same_container(obj, saved) -> bool:
+    """`_same_dict` for the dict and list values of a module (a set is always restored)."""
+    if _type(obj) is dict:
+        return _same_dict(obj, saved)
+    if _type(obj) is list and _len(obj) == _len(saved):
+        return all(a is b for a, b in zip(obj, saved, strict=True))
+    return False
+
+
 def _restore_entry(entry: tuple, grave: list) -> None:
     """Put one class, instance or container back as it was. What is displaced goes to `grave`
     (kept alive until the job ends) so that no finalizer of untrusted code runs meanwhile."""
@@ -522,11 +548,11 @@ def _restore_entry(entry: tuple, grave: list) -> None:
                         pass
     elif tag == "i":
         d = obj[1](obj[0])
-        if _type(d) is dict:
+        if _type(d) is dict and not _same_dict(d, saved):
             grave.append(d.copy())
             d.clear()
             d.update(saved)
-    else:
+    elif not _same_container(obj, saved):
         grave.append(obj.copy())
         obj.clear()
         if _type(obj) is list:
@@ -545,9 +571,10 @@ def _restore_module(mod: types.ModuleType, names, grave: list) -> None:
     if saved is None:
         return
     d = mod.__dict__
-    grave.append(d.copy())
-    d.clear()
-    d.update(saved)
+    if not _same_dict(d, saved):
+        grave.append(d.copy())
+        d.clear()
+        d.update(saved)
     if names is not None:
         spec = _DEEP_OF.get(id(saved.get("__spec__")))  # read by every import statement
         if spec is not None:
@@ -853,7 +880,7 @@ def _child(
                 # Builtins go first: a finalizer that their restore runs comes before the
                 # module restores; the private dict gives import statements the real
                 # __import__.
-                if imports or plan:
+                if (imports or plan) and not _same_dict(builtins_dict, _PRISTINE_BUILTINS):
                     builtins_dict.clear()
                     builtins_dict.update(_PRISTINE_BUILTINS)
                     private_builtins["__import__"] = pristine_import
