@@ -52,6 +52,9 @@ _isinstance = isinstance
 _ModuleType = types.ModuleType
 _sys_modules = sys.modules
 _BaseException = BaseException
+_all = all
+_map = map
+_is = operator.is_
 _gc_callbacks = gc.callbacks
 _gc_disable = gc.disable
 _gc_collect = gc.collect
@@ -277,12 +280,16 @@ def call(func, /, *args, **kwargs):
     is followed by the same restore as before the check: what the candidate patches while
     it runs (``random.Random.randrange``...) never reaches the check's later calls."""
     t = _type(func)
+    builtin = False
     for guarded in _GUARDED_CALLEES:
         if t is guarded:
             args = [_arg(a) for a in args]
             kwargs = {k: _arg(v) for k, v in kwargs.items()}
+            builtin = True
             break
-    if not _AFTER_CALL or _trusted_call(func, args, kwargs):
+    if not _AFTER_CALL:
+        return func(*args, **kwargs)
+    if (builtin or _trusted_callable(func)) and _trusted_args(args, kwargs):
         return func(*args, **kwargs)
     try:
         return func(*args, **kwargs)
@@ -313,20 +320,29 @@ def _trusted_callable(f) -> bool:
         return _trusted_callable(_method_func(f)) and _trusted_class(_type(_method_self(f)))
     if _type_flags(t) & _TYPE_SUBCLASS:  # a class (never asks the object's __class__)
         return _trusted_class(f)
-    return any(t is builtin for builtin in _GUARDED_CALLEES)
+    for builtin in _GUARDED_CALLEES:  # noqa: SIM110 - a loop: any() would build a generator per call
+        if t is builtin:
+            return True
+    return False
 
 
 def _trusted_class(cls) -> bool:
     return not (_type_flags(cls) & _HEAPTYPE) or id(cls) in _TRUSTED_CLASSES
 
 
-def _trusted_call(func, args, kwargs) -> bool:
-    if not _trusted_callable(func):
-        return False
-    for a in (*args, *kwargs.values()):
+def _trusted_args(args, kwargs) -> bool:
+    """No argument is a function, method or class that would run untrusted code."""
+    for a in args:
         t = _type(a)
-        callable_kind = t is _FunctionType or t is _MethodType or _type_flags(t) & _TYPE_SUBCLASS
-        if callable_kind and not _trusted_callable(a):
+        if (t is _FunctionType or t is _MethodType or _type_flags(t) & _TYPE_SUBCLASS) and (
+            not _trusted_callable(a)
+        ):
+            return False
+    for a in kwargs.values():
+        t = _type(a)
+        if (t is _FunctionType or t is _MethodType or _type_flags(t) & _TYPE_SUBCLASS) and (
+            not _trusted_callable(a)
+        ):
             return False
     return True
 
@@ -466,7 +482,9 @@ def _snapshot_deep(mod: types.ModuleType, name: str) -> None:
     """Record, in the server before any fork, what `mod`'s own classes, instances and
     containers hold, so that a check importing `mod` sees them as they were."""
     entries = []
-    for value in list(mod.__dict__.values()):
+    for key, value in list(mod.__dict__.items()):
+        if key == "__builtins__":
+            continue  # the builtins module's dict: restored on its own
         t = type(value)
         if isinstance(value, type):
             if not (_type_flags(value) & _HEAPTYPE) or _type_dict(value).get("__module__") != name:
@@ -499,20 +517,16 @@ def _snapshot_deep(mod: types.ModuleType, name: str) -> None:
     _TRUSTED_GLOBALS.add(id(mod.__dict__))
 
 
-_MISSING = object()
-
-
-def _same_dict(d: dict, saved: dict) -> bool:
-    """True when `d` holds exactly `saved`'s (string) keys bound to the same objects. Runs no
-    untrusted code: a key that is not an exact str ends the test before any lookup, and
-    values are compared by identity. Lets a restore that has nothing to do write nothing."""
-    if _len(d) != _len(saved):
-        return False
-    get = saved.get
-    for key, value in d.items():
-        if _type(key) is not str or get(key, _MISSING) is not value:
-            return False
-    return True
+def _same_dict(d, saved: dict) -> bool:
+    """True when `d` (a dict, or a class's mappingproxy) holds `saved`'s keys, in the same
+    order, bound to the same objects. Compares identities in C (`map(operator.is_, ...)`):
+    runs no untrusted code, and writes nothing, so a restore with nothing to do costs ~30 ns
+    a binding. Any change (a rebinding, a key moved or added) reads as different."""
+    return (
+        _len(d) == _len(saved)
+        and _all(_map(_is, d.keys(), saved.keys()))
+        and _all(_map(_is, d.values(), saved.values()))
+    )
 
 
 def _same_container(obj, saved) -> bool:
@@ -520,7 +534,7 @@ def _same_container(obj, saved) -> bool:
     if _type(obj) is dict:
         return _same_dict(obj, saved)
     if _type(obj) is list and _len(obj) == _len(saved):
-        return all(a is b for a, b in zip(obj, saved, strict=True))
+        return _all(_map(_is, obj, saved))
     return False
 
 
@@ -530,6 +544,8 @@ def _restore_entry(entry: tuple, grave: list) -> None:
     tag, obj, saved = entry
     if tag == "c":
         current = _type_dict(obj)
+        if _same_dict(current, saved):
+            return
         for key, value in saved.items():
             if _mappingproxy_get(current, key) is not value:
                 grave.append(_mappingproxy_get(current, key))
