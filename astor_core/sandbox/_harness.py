@@ -24,6 +24,7 @@ import ast  # noqa: E402
 import contextlib  # noqa: E402
 import fcntl  # noqa: E402
 import gc  # noqa: E402
+import hashlib  # noqa: E402
 import json  # noqa: E402
 import operator  # noqa: E402
 import os  # noqa: E402
@@ -51,6 +52,13 @@ _isinstance = isinstance
 _ModuleType = types.ModuleType
 _sys_modules = sys.modules
 _BaseException = BaseException
+_all = all
+_map = map
+_is = operator.is_
+_gc_callbacks = gc.callbacks
+_gc_disable = gc.disable
+_gc_collect = gc.collect
+_blake2b = hashlib.blake2b
 
 try:  # inside the sandbox this file runs as a script next to _checkrewrite.py
     from . import _checkrewrite
@@ -229,6 +237,7 @@ _GUARDED_CALLEES = (
 _VIEW_TYPES = (type({}.keys()), type({}.values()), type({}.items()))
 _type_flags = type.__dict__["__flags__"].__get__
 _HEAPTYPE = 1 << 9
+_TYPE_SUBCLASS = 1 << 31
 
 
 def _checked(iterator):
@@ -264,14 +273,99 @@ def _arg(a):
 def call(func, /, *args, **kwargs):
     """A call in a check. Built-in callables (len, abs, sorted, math.isclose, int...) only
     receive plain values, functions, types, modules, or iterators whose items are checked
-    plain as they are consumed, so no dunder of an untrusted object answers for them."""
+    plain as they are consumed, so no dunder of an untrusted object answers for them.
+
+    When the check uses standard-library Python code (it imports or names modules), a call
+    that may run untrusted code (the candidate, or a built-in handed one of its functions)
+    is followed by the same restore as before the check: what the candidate patches while
+    it runs (``random.Random.randrange``...) never reaches the check's later calls."""
     t = _type(func)
+    builtin = False
     for guarded in _GUARDED_CALLEES:
         if t is guarded:
             args = [_arg(a) for a in args]
             kwargs = {k: _arg(v) for k, v in kwargs.items()}
+            builtin = True
             break
-    return func(*args, **kwargs)
+    if not _AFTER_CALL:
+        return func(*args, **kwargs)
+    if (builtin or _trusted_callable(func)) and _trusted_args(args, kwargs):
+        return func(*args, **kwargs)
+    try:
+        return func(*args, **kwargs)
+    finally:
+        _after_untrusted()
+
+
+_AFTER_CALL: list = []
+"""(module, names) restores the running check repeats after each untrusted call (empty: the
+check runs no standard-library Python code, so there is nothing to repeat)."""
+_TRUSTED_GLOBALS: set = set()
+"""ids of the globals of trusted Python code: real modules' dicts, and the running check's
+namespace and trusted definitions."""
+_TRUSTED_CLASSES: set = set()
+"""ids of the standard library's own Python classes (snapshotted, restored like modules)."""
+_func_globals = types.FunctionType.__dict__["__globals__"].__get__
+_method_func = types.MethodType.__dict__["__func__"].__get__
+_method_self = types.MethodType.__dict__["__self__"].__get__
+
+
+def _trusted_callable(f) -> bool:
+    """A function of the standard library or of the check, a method of one on a trusted
+    object, a built-in, or a trusted class: calling it runs no untrusted code by itself."""
+    t = _type(f)
+    if t is _FunctionType:
+        return id(_func_globals(f)) in _TRUSTED_GLOBALS
+    if t is _MethodType:
+        return _trusted_callable(_method_func(f)) and _trusted_class(_type(_method_self(f)))
+    if _type_flags(t) & _TYPE_SUBCLASS:  # a class (never asks the object's __class__)
+        return _trusted_class(f)
+    for builtin in _GUARDED_CALLEES:  # noqa: SIM110 - a loop: any() would build a generator per call
+        if t is builtin:
+            return True
+    return False
+
+
+def _trusted_class(cls) -> bool:
+    return not (_type_flags(cls) & _HEAPTYPE) or id(cls) in _TRUSTED_CLASSES
+
+
+def _trusted_args(args, kwargs) -> bool:
+    """No argument is a function, method or class that would run untrusted code."""
+    for a in args:
+        t = _type(a)
+        if (t is _FunctionType or t is _MethodType or _type_flags(t) & _TYPE_SUBCLASS) and (
+            not _trusted_callable(a)
+        ):
+            return False
+    for a in kwargs.values():
+        t = _type(a)
+        if (t is _FunctionType or t is _MethodType or _type_flags(t) & _TYPE_SUBCLASS) and (
+            not _trusted_callable(a)
+        ):
+            return False
+    return True
+
+
+def _after_untrusted() -> None:
+    grave = _GRAVE
+    builtins_dict = _builtins_module.__dict__
+    if not _same_dict(builtins_dict, _PRISTINE_BUILTINS):
+        builtins_dict.clear()  # first: a finalizer this runs comes before the module restores
+        builtins_dict.update(_PRISTINE_BUILTINS)
+    for mod, names in _AFTER_CALL:
+        _restore_module(mod, names, grave)
+    _quiet_gc()
+
+
+def _quiet_gc() -> None:
+    """No collection, and so no finalizer or gc callback of untrusted code, runs unasked
+    while a check that uses standard-library code is running."""
+    callbacks = _gc_callbacks
+    if callbacks:
+        _GRAVE.append(callbacks.copy())
+        callbacks.clear()
+    _gc_disable()
 
 
 _SNAPSHOT: dict = {}
@@ -286,6 +380,11 @@ _VIOLATIONS: list = []
 """Blocked events seen in this job child, reported in the done frame."""
 _HOOK = None
 """The job child's audit hook, built by the server before forking."""
+_GRAVE: list = []
+"""What restores displaced in this job child, kept alive so no finalizer of untrusted code
+runs while the harness restores or checks (the child ends with os._exit, running none)."""
+_flush = type(sys.stdout).flush if sys.stdout is not None else None
+"""The C flush of the server's text streams (the job's stdout and stderr are of that type)."""
 
 
 def attr(obj, name):
@@ -300,40 +399,242 @@ def attr(obj, name):
 _HELPERS = {"keep": keep, "cmp": cmp, "binop": binop, "attr": attr, "call": call}
 
 
-def _substitute(code: types.CodeType, table: dict) -> types.CodeType:
+def _substitute(code: types.CodeType, table: dict, prefix: str) -> types.CodeType:
     consts = []
     for c in code.co_consts:
-        if _type(c) is str and c.startswith(PLACEHOLDER):
-            consts.append(table[c[_len(PLACEHOLDER) :]])
+        if _type(c) is str and c.startswith(prefix):
+            if c not in table:  # cannot happen: the check's text does not contain the prefix
+                raise ValueError("check refers to an unknown helper")
+            consts.append(table[c])
         elif _type(c) is types.CodeType:
-            consts.append(_substitute(c, table))
+            consts.append(_substitute(c, table, prefix))
         else:
             consts.append(c)
     return code.replace(co_consts=tuple(consts))
 
 
-def compile_check(source: str, kind: str) -> types.CodeType:
-    """Rewrite + compile one check; helpers and builtins become constants of the code."""
-    tree = _checkrewrite.rewrite_check(source, kind)
+def _placeholder_prefix(source: str) -> str:
+    """A prefix no string in `source` contains: 128 random bits drawn for this compile, so
+    text written by the model (a prediction inside a check) can never name a helper."""
+    while True:
+        prefix = PLACEHOLDER + os.urandom(16).hex() + ":"
+        if prefix not in source:
+            return prefix
+
+
+class _StripAnnotations(ast.NodeTransformer):
+    """Annotations of trusted definitions are dropped: evaluating them (``List[int]``) would
+    run typing's Python code, which the program may have patched, inside trusted code."""
+
+    def _args(self, args: ast.arguments) -> None:
+        for a in (*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg):
+            if a is not None:
+                a.annotation = None
+
+    def visit_FunctionDef(self, node):
+        self._args(node.args)
+        node.returns = None
+        self.generic_visit(node)
+        return node
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_AnnAssign(self, node):
+        if node.value is None:
+            return ast.Pass()
+        return ast.copy_location(ast.Assign([node.target], node.value), node)
+
+
+def compile_check(source: str, kind: str, trusted: bool = False) -> types.CodeType:
+    """Rewrite + compile one check; helpers and builtins become constants of the code.
+    `trusted=True` is for trusted definitions (a prompt's helpers): annotations are dropped."""
+    prefix = _placeholder_prefix(source)
+    tree = _checkrewrite.rewrite_check(source, kind, prefix)
+    if trusted:
+        tree = ast.fix_missing_locations(_StripAnnotations().visit(tree))
     with warnings.catch_warnings():  # CPython sees the helper slots (str constants) called
         warnings.simplefilter("ignore", SyntaxWarning)
         code = compile(tree, "<check>", kind, dont_inherit=True, optimize=0)
-    table = dict(_HELPERS)
+    table = {prefix + name: value for name, value in _HELPERS.items()}
     for name, value in _PRISTINE_BUILTINS.items():
-        table["b:" + name] = value
-    return _substitute(code, table)
+        table[prefix + "b:" + name] = value
+    return _substitute(code, table, prefix)
+
+
+# ---------------------------------------------------------------------------------------
+# Restoring what checks and trusted definitions read (modules, classes, instances).
+# ---------------------------------------------------------------------------------------
+
+_DEEP: dict = {}
+"""Real module -> entries for the classes it defines, its instances with a __dict__ and its
+dict/list/set values, each with a copy taken before untrusted code ran."""
+_DEEP_OF: dict = {}
+"""id of such a class or instance -> its entry (what ``from m import x`` hands out)."""
+_type_dict = type.__dict__["__dict__"].__get__
+_type_setattr = type.__setattr__
+_type_delattr = type.__delattr__
+_GetSetDescriptorType = types.GetSetDescriptorType
+_MethodType = types.MethodType
+_FunctionType = types.FunctionType
+
+
+def _snapshot_deep(mod: types.ModuleType, name: str) -> None:
+    """Record, in the server before any fork, what `mod`'s own classes, instances and
+    containers hold, so that a check importing `mod` sees them as they were."""
+    entries = []
+    for key, value in list(mod.__dict__.items()):
+        if key == "__builtins__":
+            continue  # the builtins module's dict: restored on its own
+        t = type(value)
+        if isinstance(value, type):
+            if not (_type_flags(value) & _HEAPTYPE) or _type_dict(value).get("__module__") != name:
+                continue
+            entry = ("c", value, dict(_type_dict(value)))
+        elif t is dict or t is list or t is set:
+            if name in ("sys", "builtins") or len(value) > 10_000:
+                continue  # sys.modules & co: restored entry by entry (see _child)
+            entry = ("v", value, t(value))
+        elif _type_flags(t) & _HEAPTYPE and t is not types.ModuleType:
+            # the C getter of the instance's __dict__, taken now: in the job child a class
+            # attribute the program set could answer for `value.__dict__`
+            getter = next(
+                (_type_dict(k).get("__dict__") for k in t.__mro__ if "__dict__" in _type_dict(k)),
+                None,
+            )
+            if type(getter) is not _GetSetDescriptorType:
+                continue
+            d = getter.__get__(value, t)
+            if type(d) is not dict:
+                continue
+            entry = ("i", (value, getter.__get__), dict(d))
+        else:
+            continue
+        entries.append(entry)
+        _DEEP_OF[id(value)] = entry
+        if entry[0] == "c":
+            _TRUSTED_CLASSES.add(id(value))
+    _DEEP[mod] = entries
+    _TRUSTED_GLOBALS.add(id(mod.__dict__))
+
+
+def _same_dict(d, saved: dict) -> bool:
+    """True when `d` (a dict, or a class's mappingproxy) holds `saved`'s keys, in the same
+    order, bound to the same objects. Compares identities in C (`map(operator.is_, ...)`):
+    runs no untrusted code, and writes nothing, so a restore with nothing to do costs ~30 ns
+    a binding. Any change (a rebinding, a key moved or added) reads as different."""
+    return (
+        _len(d) == _len(saved)
+        and _all(_map(_is, d.keys(), saved.keys()))
+        and _all(_map(_is, d.values(), saved.values()))
+    )
+
+
+def _same_container(obj, saved) -> bool:
+    """`_same_dict` for the dict and list values of a module (a set is always restored)."""
+    if _type(obj) is dict:
+        return _same_dict(obj, saved)
+    if _type(obj) is list and _len(obj) == _len(saved):
+        return _all(_map(_is, obj, saved))
+    return False
+
+
+def _restore_entry(entry: tuple, grave: list) -> None:
+    """Put one class, instance or container back as it was. What is displaced goes to `grave`
+    (kept alive until the job ends) so that no finalizer of untrusted code runs meanwhile."""
+    tag, obj, saved = entry
+    if tag == "c":
+        current = _type_dict(obj)
+        if _same_dict(current, saved):
+            return
+        for key, value in saved.items():
+            if _mappingproxy_get(current, key) is not value:
+                grave.append(_mappingproxy_get(current, key))
+                # no contextlib here: after untrusted code the harness reads no module attribute
+                try:  # noqa: SIM105
+                    _type_setattr(obj, key, value)
+                except _BaseException:
+                    pass
+        if _len(current) != _len(saved):
+            for key in tuple(current):
+                if key not in saved:
+                    grave.append(_mappingproxy_get(current, key))
+                    try:  # noqa: SIM105
+                        _type_delattr(obj, key)
+                    except _BaseException:
+                        pass
+    elif tag == "i":
+        d = obj[1](obj[0])
+        if _type(d) is dict and not _same_dict(d, saved):
+            grave.append(d.copy())
+            d.clear()
+            d.update(saved)
+    elif not _same_container(obj, saved):
+        grave.append(obj.copy())
+        obj.clear()
+        if _type(obj) is list:
+            obj.extend(saved)
+        else:
+            obj.update(saved)
+
+
+def _restore_module(mod: types.ModuleType, names, grave: list) -> None:
+    """`mod`'s bindings as the fork server left them, and what its own classes, instances and
+    containers hold (`names` None: ``import mod``); for ``from mod import names``, only what
+    the imported objects hold, unless one is a Python function, method or class (its code
+    reads `mod`'s globals when called: then all of it). The bindings are restored by clearing
+    the dict, never by looking keys up, so no `__eq__` of a key the program planted runs."""
+    saved = _SNAPSHOT.get(mod)
+    if saved is None:
+        return
+    d = mod.__dict__
+    if not _same_dict(d, saved):
+        grave.append(d.copy())
+        d.clear()
+        d.update(saved)
+    if names is not None:
+        spec = _DEEP_OF.get(id(saved.get("__spec__")))  # read by every import statement
+        if spec is not None:
+            _restore_entry(spec, grave)
+        for name in names:
+            value = saved.get(name)
+            t = _type(value)
+            if t is _FunctionType or t is _MethodType or _isinstance(value, type):
+                names = None  # its code reads the module's globals: restore all of it
+                break
+            entry = _DEEP_OF.get(id(value))
+            if entry is not None:
+                _restore_entry(entry, grave)
+    if names is None:
+        for entry in _DEEP.get(mod, ()):
+            _restore_entry(entry, grave)
 
 
 # ---------------------------------------------------------------------------------------
 # The job child.
 # ---------------------------------------------------------------------------------------
 
-_FRAME_HEAD = b"%s %s %d %d\n"
+_FRAME_HEAD = b"%s %d %d "
 
 
-def _send(fd, nonce, kind, index, payload):
-    data = _FRAME_HEAD % (nonce, kind, index, _len(payload)) + payload
-    view = memoryview(data)
+def frame(mac, kind: bytes, index: int, payload: bytes) -> bytes:
+    """One result frame: ``kind index length tag\\n payload``, where tag is the job's keyed
+    BLAKE2b (the key never leaves the host and this process) of the head and the payload.
+    Reading frames the harness wrote, or anything else in the process's descriptors, gives
+    nothing that authenticates a different frame.
+
+    >>> import hashlib
+    >>> len(frame(hashlib.blake2b(key=b"k", digest_size=16), b"C", 0, b"1"))
+    40
+    """
+    head = _FRAME_HEAD % (kind, index, _len(payload))
+    m = mac.copy()
+    m.update(head)
+    m.update(payload)
+    return head + m.hexdigest().encode("ascii") + b"\n" + payload
+
+
+def _send(fd, mac, kind, index, payload):
+    view = memoryview(frame(mac, kind, index, payload))
     while view:
         n = _write(fd, view)
         view = view[n:]
@@ -463,16 +764,18 @@ def _child(
     req: dict,
     program: types.CodeType | bytes,
     codes: list,
+    trusted: tuple | None,
     limits: tuple,
     result_fd: int,
     out_fd: int,
     settings: dict,
+    mac,
 ) -> None:
     """Runs in the forked child. Never returns. Everything it can take ready-made from the
-    server (rlimits, compiled checks, the private builtins, the audit hook) is built before
-    the fork: each page the child writes costs a copy-on-write fault. `program` is the
-    candidate's code object, or the syntax verdict when it does not compile."""
-    nonce = req["nonce"]
+    server (rlimits, compiled checks, the private builtins, the audit hook, the keyed frame
+    hasher) is built before the fork: each page the child writes costs a copy-on-write fault.
+    `program` is the candidate's code object, or the syntax verdict when it does not compile;
+    `trusted` the compiled trusted definitions (`Job.trusted`) or None."""
     try:
         devnull = os.open("/dev/null", os.O_RDONLY)
         os.dup2(devnull, 0)
@@ -492,14 +795,14 @@ def _child(
         for which, pair in limits:
             setrlimit(which, pair)
         if _type(program) is bytes:  # the server could not compile it
-            _send(fd, nonce, b"P", 0, program)
+            _send(fd, mac, b"P", 0, program)
             _exit(0)
         namespace = {"__name__": "__sandbox__", "__builtins__": _builtins_module}
         if req["setup"]:
             try:
                 _exec(compile(req["setup"], "<setup>", "exec", dont_inherit=True), namespace)
             except _BaseException as exc:
-                _send(fd, nonce, b"P", 0, b"setup:" + _describe(exc))
+                _send(fd, mac, b"P", 0, b"setup:" + _describe(exc))
                 _exit(0)
         setup_bindings = {k: v for k, v in namespace.items() if k != "__builtins__"}
         module_table = _MODULE_TABLE
@@ -507,11 +810,16 @@ def _child(
             for mod in list(_sys_modules.values()):
                 if _type(mod) is _ModuleType and mod not in _SNAPSHOT:
                     _SNAPSHOT[mod] = dict(mod.__dict__)
+                    _TRUSTED_GLOBALS.add(id(mod.__dict__))
             module_table = dict(_sys_modules)
         builtins_dict = _builtins_module.__dict__
         private_builtins = _PRIVATE_BUILTINS
         protected = _PROTECTED
         violations = _VIOLATIONS
+        grave = _GRAVE
+        after_call = _AFTER_CALL
+        pristine_import = _PRISTINE_BUILTINS["__import__"]
+        trusted_globals = _TRUSTED_GLOBALS
         _sys_modules["__main__"] = _ModuleType("__main__")
         sys.addaudithook(_HOOK)
         stdout = sys.stdout
@@ -519,27 +827,90 @@ def _child(
 
         try:
             _exec(program, namespace)
-            _send(fd, nonce, b"P", 0, b"ok")
+            _send(fd, mac, b"P", 0, b"ok")
             ran = True
         except _BaseException as exc:
-            _send(fd, nonce, b"P", 0, b"error:" + _describe(exc))
+            _send(fd, mac, b"P", 0, b"error:" + _describe(exc))
             ran = False
         if ran:
-            for i, (kind, code, err, imports) in enumerate(codes):
+            t_code = t_imports = t_restores = t_free = None
+            if trusted is not None:
+                t_code, _, t_imports, t_restores, t_free = trusted
+            for i, (kind, code, err, imports, restores, free) in enumerate(codes):
                 if code is None:
-                    _send(fd, nonce, b"C", i, b"0check does not compile: " + err)
+                    _send(fd, mac, b"C", i, b"0check does not compile: " + err)
                     continue
-                builtins_dict.clear()
-                builtins_dict.update(_PRISTINE_BUILTINS)
-                for name in imports:  # what the check imports is the real module again
-                    mod = module_table.get(name)
-                    if mod is not None:
-                        _sys_modules[name] = mod
-                g = dict(namespace)
+                if trusted is not None and t_code is None:
+                    _send(fd, mac, b"C", i, b"0trusted definitions do not compile: " + trusted[1])
+                    continue
+                if t_code is not None:
+                    imports = imports + t_imports
+                    restores = restores + t_restores
+                    free = free + t_free
+                # The check's namespace: the program's (string) names, setup's, and the real
+                # modules it names without importing. Only exact-str keys are copied, so no
+                # key the program planted answers a lookup with its own __eq__.
+                g = {k: v for k, v in namespace.items() if _type(k) is str}
                 g.update(setup_bindings)
+                plan = []
+                for name, names in restores:
+                    mod = module_table.get(name)
+                    if _type(mod) is _ModuleType:
+                        plan.append((mod, names))
+                for name in free:  # a module name the check uses without importing it
+                    mod = module_table.get(name)
+                    if _type(mod) is _ModuleType:
+                        plan.append((mod, None))
+                        g[name] = mod
+                        imports = imports + (name,)
+                if plan:
+                    _gc_collect()  # pending finalizers of the program run now, not mid-check
+                if imports:  # what the check imports is the real module again
+                    if any(_type(k) is not str for k in _sys_modules):
+                        grave.append(_sys_modules.copy())
+                        _sys_modules.clear()
+                        _sys_modules.update(module_table)
+                    for name in imports:
+                        mod = module_table.get(name)
+                        if mod is not None:
+                            _sys_modules[name] = mod
                 g["__builtins__"] = private_builtins
                 protected.append(g)
+                trusted_failed = None
+                if t_code is not None:  # rewritten like a check: immune to what it imports
+                    defs = {"__name__": "__sandbox__", "__builtins__": private_builtins}
+                    protected.append(defs)
+                    trusted_globals.add(id(defs))
+                    try:
+                        _exec(t_code, defs)
+                    except _BaseException as exc:
+                        trusted_failed = exc
+                    for name, value in defs.items():
+                        if name != "__builtins__":
+                            g[name] = value
+                # Last, builtins and the modules the check reads, as the server left them,
+                # whatever ran until now. Checks (and trusted definitions) read builtins as
+                # constants; only standard-library Python code (the import system included)
+                # reads the builtins module, so a check that imports and names no module
+                # skips this: each page the child writes costs it a copy-on-write fault.
+                # Builtins go first: a finalizer that their restore runs comes before the
+                # module restores; the private dict gives import statements the real
+                # __import__.
+                if (imports or plan) and not _same_dict(builtins_dict, _PRISTINE_BUILTINS):
+                    builtins_dict.clear()
+                    builtins_dict.update(_PRISTINE_BUILTINS)
+                    private_builtins["__import__"] = pristine_import
+                if plan:
+                    for mod, names in plan:
+                        _restore_module(mod, names, grave)
+                    _quiet_gc()
+                    after_call[:] = plan
+                    trusted_globals.add(id(g))
+                elif after_call:
+                    after_call.clear()
                 try:
+                    if trusted_failed is not None:
+                        raise trusted_failed
                     if kind == "exec":
                         _exec(code, g)
                         payload = b"1"
@@ -552,13 +923,13 @@ def _child(
                             payload = b"1" + text.encode("utf-8", "surrogatepass")
                 except _BaseException as exc:
                     payload = b"0" + _describe(exc)
-                _send(fd, nonce, b"C", i, payload)
-        try:
-            stdout.flush()
-            stderr.flush()
+                _send(fd, mac, b"C", i, payload)
+        try:  # the real streams' own (C) flush, never an attribute the program may have set
+            _flush(stdout)
+            _flush(stderr)
         except _BaseException:
             pass
-        _send(fd, nonce, b"D", 0, ";".join(violations[:20]).encode("utf-8", "replace"))
+        _send(fd, mac, b"D", 0, ";".join(violations[:20]).encode("utf-8", "replace"))
     except _BaseException:
         _exit(70)
     _exit(0)
@@ -610,24 +981,44 @@ def _kill_leftovers(settings: dict, child: int) -> int:
     return 1
 
 
+def _compile_one(source: str, kind: str, trusted: bool = False) -> tuple:
+    """(kind, code, error, sys.modules names to restore, (module, names) restores, free
+    module names) for one check or trusted definitions; code None (with the reason) when it
+    does not compile. Never raises: a check that breaks the rewriter fails alone."""
+    try:
+        tree = ast.parse(source, mode="eval" if kind == "eval" else "exec")
+        imports = _checkrewrite.imported_modules(tree)
+        restores = _checkrewrite.restored_modules(tree)
+        free = tuple(
+            n
+            for n in _checkrewrite.free_names(tree)
+            if type(_MODULE_TABLE.get(n)) is types.ModuleType
+        )
+        return (kind, compile_check(source, kind, trusted), b"", imports, restores, free)
+    except Exception as exc:  # SyntaxError, RecursionError, MemoryError, ValueError...
+        return (kind, None, _describe(exc), (), (), ())
+
+
+def _cached(cache: dict, source: str, kind: str, limit: int, trusted: bool = False) -> tuple:
+    key = (kind, source, trusted)
+    hit = cache.get(key)
+    if hit is None:
+        hit = _compile_one(source, kind, trusted)
+        if len(cache) >= limit:
+            cache.pop(next(iter(cache)))
+        cache[key] = hit
+    return hit
+
+
 def _compiled(cache: dict, checks, limit: int) -> list:
-    out = []
-    for code, kind in checks:
-        key = (kind, code)
-        hit = cache.get(key)
-        if hit is None:
-            try:
-                imports = _checkrewrite.imported_modules(
-                    ast.parse(code, mode="eval" if kind == "eval" else "exec")
-                )
-                hit = (kind, compile_check(code, kind), b"", imports)
-            except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
-                hit = (kind, None, _describe(exc), ())
-            if len(cache) >= limit:
-                cache.pop(next(iter(cache)))
-            cache[key] = hit
-        out.append(hit)
-    return out
+    return [_cached(cache, code, kind, limit) for code, kind in checks]
+
+
+def _compiled_trusted(cache: dict, source: str, limit: int) -> tuple | None:
+    """The trusted definitions compiled like a check (code, error, imports, restores, free)."""
+    if not source:
+        return None
+    return _cached(cache, source, "exec", limit, True)[1:]
 
 
 def _drain(r: int, buf: bytearray, limit: int) -> bool:
@@ -656,6 +1047,8 @@ def _compile_program(source: str) -> types.CodeType | bytes:
 
 def _run_job(req: dict, settings: dict, cache: dict, out_fd: int) -> dict:
     codes = _compiled(cache, req["checks"], settings["cache_size"])
+    trusted = _compiled_trusted(cache, req.get("trusted", ""), settings["cache_size"])
+    mac = _blake2b(key=req.pop("key"), digest_size=16)
     program = _compile_program(req["program"])
     limits = req["limits"]
     job_limits = rlimits(limits, settings["nproc_base"])
@@ -681,11 +1074,11 @@ def _run_job(req: dict, settings: dict, cache: dict, out_fd: int) -> dict:
             os.close(r)
             if not settings["pidns"]:
                 os.setpgid(0, 0)
-            _child(req, program, codes, job_limits, w, out_fd, settings)
+            _child(req, program, codes, trusted, job_limits, w, out_fd, settings, mac)
         finally:
             _exit(71)
     os.close(w)
-    del program
+    del program, mac
     pidfd = os.pidfd_open(pid)
     deadline = start + limits["wall_s"]
     buf = bytearray()
@@ -735,6 +1128,15 @@ def _run_job(req: dict, settings: dict, cache: dict, out_fd: int) -> dict:
     }
 
 
+def _server_error(exc: BaseException) -> dict:
+    """The answer for a job the server itself failed on (no frames: the host reads crashed)."""
+    return {
+        "frames": b"", "overflow": False, "timed_out": False, "exit_code": 70, "cpu_s": 0.0,
+        "minflt": 0, "output": b"", "output_size": 0, "duration_s": 0.0, "kill_rounds": 1,
+        "server_error": _describe(exc).decode("utf-8", "replace"),
+    }  # fmt: skip
+
+
 def _register_at_fork_but_reseed(**hooks) -> None:
     """`os.register_at_fork` while the server preloads modules, minus `random`'s reseed of
     its global generator in every child: that reseed costs each job ~45 page faults (a third
@@ -777,17 +1179,19 @@ def _prepare_server(settings: dict) -> None:
     if "random" in sys.modules:  # every job starts from this state: the same job, the same run
         sys.modules["random"].seed(settings["random_seed"])
     _warm_helpers()
-    for mod in list(sys.modules.values()):
-        if type(mod) is types.ModuleType:
-            _SNAPSHOT[mod] = dict(mod.__dict__)
-    _MODULE_TABLE = dict(sys.modules)
-    _PRIVATE_BUILTINS.update(_PRISTINE_BUILTINS)
-    _HOOK = _make_hook(frozenset(settings["blocked_modules"]), _PROTECTED, _VIOLATIONS)
     _lock_down_modules()  # the server itself never needs signal handlers or new builtins
     # Imports inside jobs compile the standard library from source instead of unmarshalling
     # cached .pyc files: marshal.loads stays blocked for everyone (see docs/SANDBOX.md).
     sys.implementation.cache_tag = None
     sys.dont_write_bytecode = True
+    # Snapshots last: a restore must put back the locked-down modules, never the originals.
+    for name, mod in list(sys.modules.items()):
+        if type(mod) is types.ModuleType:
+            _SNAPSHOT[mod] = dict(mod.__dict__)
+            _snapshot_deep(mod, name)
+    _MODULE_TABLE = dict(sys.modules)
+    _PRIVATE_BUILTINS.update(_PRISTINE_BUILTINS)
+    _HOOK = _make_hook(frozenset(settings["blocked_modules"]), _PROTECTED, _VIOLATIONS)
     gc.freeze()
 
 
@@ -803,7 +1207,11 @@ def serve(settings: dict) -> None:
         if batch is None:
             return
         for req in batch["jobs"]:
-            _write_msg(1, _run_job(req, settings, cache, out_fd))
+            try:
+                answer = _run_job(req, settings, cache, out_fd)
+            except Exception as exc:  # one job the server could not run: the others still run
+                answer = _server_error(exc)
+            _write_msg(1, answer)
 
 
 if __name__ == "__main__":

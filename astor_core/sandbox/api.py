@@ -2,7 +2,7 @@
 
 A verifier never looks at exit codes or at what untrusted code prints: it reads
 `Outcome.passed` / `Outcome.values`, which the trusted harness fills only for checks it
-positively confirmed.
+positively confirmed, in a job that ended normally (status "ok").
 """
 
 from __future__ import annotations
@@ -66,6 +66,11 @@ class Job:
     """Trusted code executed in the namespace before the program (e.g. imports)."""
     limits: Limits | None = None
     """Per-job limits; None takes the sandbox's defaults."""
+    trusted: str = ""
+    """Trusted definitions the checks read by name (a prompt's helpers and imports, e.g.
+    HumanEval/32's `poly`): run afresh, rewritten like a check, in their own namespace before
+    each check, and bound over the program's names of the same name in the check's namespace,
+    so a program that redefines them changes nothing the checks see."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,8 @@ class Outcome:
 
     status: Status
     passed: tuple[bool, ...] = ()
-    """One entry per check: True only when the harness confirmed that check passed."""
+    """One entry per check: True only when the harness confirmed that check passed and the
+    job ended normally (any other status leaves every entry False)."""
     values: tuple[str | None, ...] = ()
     """One entry per check: repr of the plain value of an eval check, else None."""
     detail: str = ""

@@ -1,9 +1,11 @@
 """Host side of the sandbox: a pool of warm fork servers, each in its own bubblewrap sandbox.
 
 Each worker is one ``bwrap ... python -I -S _harness.py`` process started once; a job costs a
-``fork`` inside it, not an interpreter start. The host sends each job with a fresh random
-nonce and accepts only result frames that carry it, in the exact order the harness writes
-them; anything else marks the job ``invalid``. Verdicts never come from exit codes or output.
+``fork`` inside it, not an interpreter start. The host sends each job with a fresh random key
+and accepts only result frames authenticated with it (keyed BLAKE2b; the key is never written
+anywhere the job can read), in the exact order the harness writes them; anything else marks
+the job ``invalid``. Verdicts count only for a job that ended normally (exit 0 after its last
+frame). They never come from exit codes or output alone.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import contextlib
 import errno
 import functools
 import glob
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -268,13 +272,14 @@ class _Worker:
             self.kill()
             self.restarts += 1
             self.start()
-        nonces = [secrets.token_hex(16).encode() for _ in items]
+        nonces = [secrets.token_bytes(32) for _ in items]
         request = {
             "jobs": [
                 {
-                    "nonce": nonce,
+                    "key": nonce,
                     "program": job.program,
                     "setup": job.setup,
+                    "trusted": job.trusted,
                     "checks": [(c.code, c.kind) for c in job.checks],
                     "limits": _limits_dict(limits),
                 }
@@ -328,8 +333,21 @@ def _signal_name(code: int) -> str:
         return f"signal {-code}"
 
 
-def parse_answer(answer: dict, nonce: bytes, job: Job, limits: Limits) -> Outcome:
-    """Turn the server's raw answer into an Outcome, trusting only well-formed nonce frames."""
+def frame_tag(key: bytes, head: bytes, payload: bytes) -> bytes:
+    """The tag the harness puts on a frame (`_harness.frame`): keyed BLAKE2b, 16 bytes, hex.
+
+    >>> frame_tag(b"k", b"C 0 1 ", b"1")
+    b'1f6d2be0ff433f7e8db7d53d34f8314a'
+    """
+    m = hashlib.blake2b(key=key, digest_size=16)
+    m.update(head)
+    m.update(payload)
+    return m.hexdigest().encode("ascii")
+
+
+def parse_answer(answer: dict, key: bytes, job: Job, limits: Limits) -> Outcome:
+    """Turn the server's raw answer into an Outcome, trusting only frames authenticated with
+    the job's key, in order; checks count as passed only when the job ended normally."""
     n = len(job.checks)
     frames: bytes = answer["frames"]
     program: bytes | None = None
@@ -340,19 +358,23 @@ def parse_answer(answer: dict, nonce: bytes, job: Job, limits: Limits) -> Outcom
     while pos < len(frames) and not tampered:
         nl = frames.find(b"\n", pos, pos + 128)
         head = frames[pos:nl].split(b" ") if nl >= 0 else []
-        if len(head) != 4 or head[0] != nonce or not head[2].isdigit() or not head[3].isdigit():
+        if len(head) != 4 or not head[1].isdigit() or not head[2].isdigit():
             tampered = True
             break
-        kind, index, length = head[1], int(head[2]), int(head[3])
+        kind, index, length = head[0], int(head[1]), int(head[2])
         payload = frames[nl + 1 : nl + 1 + length]
         pos = nl + 1 + length
-        if len(payload) != length or done is not None:
+        signed = b"%s %s %s " % (head[0], head[1], head[2])
+        authentic = len(payload) == length and hmac.compare_digest(
+            head[3], frame_tag(key, signed, payload)
+        )
+        if not authentic or done is not None:
             tampered = True
         elif kind == b"P" and program is None and index == 0:
             program = payload
         elif kind == b"C" and program is not None and index == len(results) and index < n:
             results.append(payload)
-        elif kind == b"D" and program is not None:
+        elif kind == b"D" and program is not None and index == 0:
             done = payload
         else:
             tampered = True
@@ -405,7 +427,13 @@ def parse_answer(answer: dict, nonce: bytes, job: Job, limits: Limits) -> Outcom
     elif program.startswith(b"error:"):
         detail = program[6:].decode("utf-8", "replace")
         status = "memory" if detail.startswith("MemoryError") else "error"
-    elif done is not None and len(results) == n:
+    elif (
+        done is not None
+        and len(results) == n
+        and exit_code == 0
+        and not answer["timed_out"]
+        and not over_cpu
+    ):
         status = "ok"
         detail = next((d for d in details if d), "")
     elif answer["timed_out"] or over_cpu:
@@ -413,8 +441,11 @@ def parse_answer(answer: dict, nonce: bytes, job: Job, limits: Limits) -> Outcom
     else:
         why = _signal_name(exit_code) if exit_code < 0 else f"exit code {exit_code}"
         status, detail = "crashed", f"process ended during check {len(results)} ({why})"
-    if status in ("output_limit",):
+    if status != "ok":  # a verdict counts only when the job ended normally
         passed = [False] * n
+        values = [None] * n
+    if answer.get("server_error"):
+        detail = f"sandbox server could not run the job ({answer['server_error']})"
     if done:
         detail = (detail + " | blocked: " + done.decode("utf-8", "replace")).strip(" |")
     return Outcome(status, tuple(passed), tuple(values), detail, tuple(details), **base)

@@ -2,7 +2,9 @@
 
 HumanEval (Chen et al. 2021, openai/human-eval): each sample's program is
 `prompt + completion`; the problem's `test` code plus `check(<entry_point>)` is one trusted
-check; pass@k is the unbiased estimator 1 - C(n-c, k) / C(n, k), averaged over problems,
+check, which sees the prompt's own helpers (`trusted_prelude`) as the prompt defines them, not
+as the completion may have redefined them (the official harness lets a completion redefine
+HumanEval/32's `poly`); pass@k is the unbiased estimator 1 - C(n-c, k) / C(n, k), averaged over problems,
 reported for each k that every problem has at least k samples for (the official rule).
 
 CRUXEval (Gu et al. 2024, facebookresearch/cruxeval): reads the official generations file
@@ -26,6 +28,7 @@ import numpy as np
 
 from astor_core.sandbox.api import Check, Job, Limits
 from astor_core.tasks.base import reason_for_status, resolve_sandbox, run_unique
+from astor_core.tasks.code_generation import trusted_prelude
 from astor_core.tasks.code_reasoning import (
     CodeReasoningConfig,
     NotALiteral,
@@ -157,7 +160,12 @@ def score_humaneval(
     def job(key: tuple[str, str]) -> Job:
         p = problems[key[0]]
         check = Check(f"{p['test']}\n\ncheck({p['entry_point']})")
-        return Job(program=p["prompt"] + key[1], checks=(check,), limits=cfg.humaneval_limits)
+        return Job(
+            program=p["prompt"] + key[1],
+            checks=(check,),
+            limits=cfg.humaneval_limits,
+            trusted=trusted_prelude(p["prompt"], p["entry_point"]),
+        )
 
     outcomes = run_unique(keys, job, resolve_sandbox(sandbox))
     scored = []

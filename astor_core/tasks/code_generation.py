@@ -2,7 +2,10 @@
 
 The sandboxed program is `payload.prompt + completion` (HumanEval's convention); the
 record's tests are trusted `exec` checks run after it, each confirmed separately, so the
-reward is the fraction of tests passed and `info['all_passed']` says whether all did.
+reward is the fraction of tests passed and `info['all_passed']` says whether all did. The
+prompt's own definitions (imports, helpers such as HumanEval/32's `poly`) are trusted: they
+go to the sandbox as `Job.trusted`, so a completion that redefines them changes nothing the
+tests call. A job that does not end normally scores 0, whatever it confirmed before.
 """
 
 from __future__ import annotations
@@ -35,6 +38,69 @@ class CodeGenerationConfig:
 
     limits: Limits | None = None
     """Sandbox limits for program plus all tests; None takes the sandbox's defaults."""
+
+
+def trusted_prelude(prompt: str, entry_point: str) -> str:
+    """The prompt's top-level statements other than the entry point's definition (helper
+    functions, constants, and the imports they use): what the tests may call that the model
+    must not redefine. Imports that only annotations read (``from typing import List``) are
+    left out: the sandbox drops annotations from trusted code, and restoring a module it
+    imports costs every test. "" when the prompt does not parse on its own.
+
+    >>> src = "import math\\nfrom typing import List\\n"
+    >>> src += "def poly(xs: List[float], x):\\n    return math.fsum(xs)\\n"
+    >>> print(trusted_prelude(src + "def find_zero(xs: List[float]):\\n    '''doc'''\\n", "find_zero"))
+    import math
+    def poly(xs: List[float], x):
+        return math.fsum(xs)
+    """
+    try:
+        module = ast.parse(prompt)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return ""
+    keep = [
+        node
+        for node in module.body
+        if not (
+            isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == entry_point
+        )
+        and not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))
+    ]
+    imports = (ast.Import, ast.ImportFrom)
+    read = _names_read_outside_annotations([n for n in keep if not isinstance(n, imports)])
+    keep = [
+        node
+        for node in keep
+        if not isinstance(node, imports)
+        or any((a.asname or a.name).split(".")[0] in read for a in node.names)
+    ]
+    return "\n".join(ast.unparse(node) for node in keep)
+
+
+def _names_read_outside_annotations(nodes: list[ast.stmt]) -> set[str]:
+    """Names the statements load, not counting annotations (argument, return, variable).
+
+    >>> tree = ast.parse("def f(x: List[int]) -> Dict:\\n    return math.pi")
+    >>> sorted(_names_read_outside_annotations(tree.body))
+    ['math']
+    """
+    skip: set[int] = set()
+    for node in nodes:
+        for sub in ast.walk(node):
+            annotations: list[ast.AST | None] = []
+            if isinstance(sub, ast.arg | ast.AnnAssign):
+                annotations.append(sub.annotation)
+            if isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef):
+                annotations.append(sub.returns)
+            for ann in annotations:
+                if ann is not None:
+                    skip.update(id(n) for n in ast.walk(ann))
+    return {
+        sub.id
+        for node in nodes
+        for sub in ast.walk(node)
+        if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load) and id(sub) not in skip
+    }
 
 
 def split_humaneval_tests(
@@ -136,7 +202,14 @@ class CodeGenerationTask:
             tests = parse_tests(record)
             if not tests:
                 raise RecordError(f"record {record_id(record)}: code_generation needs tests")
-            keys.append((payload.get("setup", ""), payload["prompt"] + completion, tuple(tests)))
+            keys.append(
+                (
+                    payload.get("setup", ""),
+                    payload["prompt"] + completion,
+                    tuple(tests),
+                    trusted_prelude(payload["prompt"], payload["entry_point"]),
+                )
+            )
         outcomes = run_unique(
             keys,
             lambda k: Job(
@@ -144,6 +217,7 @@ class CodeGenerationTask:
                 setup=k[0],
                 checks=tuple(Check(t) for t in k[2]),
                 limits=self.config.limits,
+                trusted=k[3],
             ),
             resolve_sandbox(sandbox),
         )
@@ -151,14 +225,17 @@ class CodeGenerationTask:
 
 
 def reward_from_outcome(outcome: Outcome, n_tests: int) -> Reward:
-    """Fraction of the tests the harness confirmed passed; the reason comes from the status.
+    """Fraction of the tests the harness confirmed passed, 0 unless the job ended normally;
+    the reason comes from the status.
 
     >>> reward_from_outcome(Outcome("ok", (True, False)), 2)
     Reward(value=0.5, reason='failed', passed=False, info={'all_passed': False, 'n_passed': 1, 'n_tests': 2, 'detail': ''})
     >>> reward_from_outcome(Outcome("syntax_error", (False,), detail="line 1"), 1).reason
     'syntax'
+    >>> reward_from_outcome(Outcome("crashed", (True, True)), 2).value
+    0.0
     """
-    n_passed = sum(1 for p in outcome.passed if p)
+    n_passed = sum(1 for p in outcome.passed if p) if outcome.status == "ok" else 0
     all_passed = outcome.status == "ok" and n_passed == n_tests
     return Reward(
         value=n_passed / n_tests,

@@ -36,7 +36,10 @@ def test_statuses(box):
     hang = box.run(
         Job("def f():\n    while True: pass", (Check("pass"), Check("f()"), Check("pass")))
     )
-    assert hang.status == "timeout" and hang.passed == (True, False, False)
+    # a verdict counts only when the job ends normally: the check confirmed before the
+    # time limit hit does not count either
+    assert hang.status == "timeout" and hang.passed == (False, False, False)
+    assert hang.details[0] == "" and hang.details[2] == "not run"
     assert box.run(Job("pass", (Check("undefined_name"),))).passed == (False,)
     bad_check = box.run(Job("pass", (Check("assert ("),)))
     assert bad_check.status == "ok" and bad_check.passed == (False,)
@@ -84,17 +87,41 @@ def test_program_sees_a_private_writable_directory(box):
     assert box.run(Job("import os\nN = len(os.listdir('.'))", (Check("assert N == 0"),))).all_passed
 
 
+def _answer(frames: bytes, exit_code: int = 0) -> dict:
+    return {
+        "frames": frames, "overflow": False, "timed_out": False, "exit_code": exit_code,
+        "cpu_s": 0.0, "output": b"", "output_size": 0, "duration_s": 0.0,
+    }  # fmt: skip
+
+
+def _signed(key: bytes, kind: bytes, index: int, payload: bytes) -> bytes:
+    import hashlib
+
+    return _harness.frame(hashlib.blake2b(key=key, digest_size=16), kind, index, payload)
+
+
 def test_forged_frames_are_rejected():
     job = Job("pass", (Check("pass"),))
-    answer = {
-        "frames": b"%s P 0 2\nok%s C 0 1\n1" % (b"a" * 32, b"b" * 32),
-        "overflow": False, "timed_out": False, "exit_code": 0, "cpu_s": 0.0,
-        "output": b"", "output_size": 0, "duration_s": 0.0,
-    }  # fmt: skip
-    out = parse_answer(answer, b"a" * 32, job, Limits())
-    assert out.status == "invalid" and out.passed == (False,)
-    answer["frames"] = b"%s P 0 2\nok%s C 0 1\n1%s D 0 0\n" % ((b"a" * 32,) * 3)
-    assert parse_answer(answer, b"a" * 32, job, Limits()).all_passed
+    key = b"k" * 32
+    good = _signed(key, b"P", 0, b"ok") + _signed(key, b"C", 0, b"1") + _signed(key, b"D", 0, b"")
+    assert parse_answer(_answer(good), key, job, Limits()).all_passed
+    # the same frames under another key (a guess, or another job's), an unsigned frame, a
+    # flipped verdict under a copied tag, a replayed frame: all invalid
+    other = b"x" * 32
+    forged = [
+        _signed(other, b"P", 0, b"ok")
+        + _signed(other, b"C", 0, b"1")
+        + _signed(other, b"D", 0, b""),
+        _signed(key, b"P", 0, b"ok") + b"C 0 1 " + b"0" * 32 + b"\n1" + _signed(key, b"D", 0, b""),
+        _signed(key, b"P", 0, b"ok") + _signed(key, b"C", 0, b"0").replace(b"\n0", b"\n1"),
+        good + _signed(key, b"C", 0, b"1"),
+    ]
+    for frames in forged:
+        out = parse_answer(_answer(frames), key, job, Limits())
+        assert out.status == "invalid" and out.passed == (False,), frames
+    # well-formed, authentic frames, but the job did not end normally: nothing counts
+    crashed = parse_answer(_answer(good, exit_code=-9), key, job, Limits())
+    assert crashed.status == "crashed" and crashed.passed == (False,)
 
 
 def test_is_plain_and_rewrite():
