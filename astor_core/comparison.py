@@ -1,6 +1,6 @@
 """The paper's comparison: every method under the same budget and seeds, one results table.
 
-Methods are scheduler names (astor_core.scheduler). "specialists" expands to one
+Methods are scheduler names (astor_core.method.scheduler). "specialists" expands to one
 ``specialist:<task>`` run per task; the specialists' row reads each task from its own
 specialist (as the paper does) and averages those per-task scores.
 

@@ -141,20 +141,20 @@ def evaluate(
     import json
     from dataclasses import replace
 
-    import pandas as pd
-
     from astor_core import TASKS
     from astor_core.config import load_config
+    from astor_core.data.pools import read_records
     from astor_core.evaluation import eval_subset, macro_average
-    from astor_core.pipeline import evaluate_policy
     from astor_core.policy.trainer import PolicyTrainer
+    from astor_core.run.stages import evaluate_policy
 
     cfg = load_config(config, list(set_ or []))
     path = model or Path(cfg.train.run_dir) / "policy"
     cfg.sections["model"] = replace(cfg.model, name_or_path=str(path))
     policy = PolicyTrainer.from_config(cfg, seed=cfg.train.seed)
-    frame = pd.read_parquet(Path(cfg.data.pools_dir) / "eval.parquet")
-    records = eval_subset(frame.to_dict(orient="records"), TASKS, cfg.train.eval_items_per_task)
+    records = eval_subset(
+        read_records(cfg.data.pools_dir, "eval"), TASKS, cfg.train.eval_items_per_task
+    )
     table = evaluate_policy(policy, records, cfg)
     result = {"model": str(path), "average_mean_reward": macro_average(table), "tasks": table}
     out.parent.mkdir(parents=True, exist_ok=True)

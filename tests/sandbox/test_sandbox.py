@@ -13,7 +13,7 @@ from astor_core.sandbox import (
     SandboxUnavailable,
     _harness,
 )
-from astor_core.sandbox.pool import parse_answer
+from astor_core.sandbox.worker import parse_answer
 
 
 def test_checks_are_independent_and_ordered(box):

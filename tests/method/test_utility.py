@@ -1,4 +1,4 @@
-"""Tests of astor_core.utility: posteriors, informativeness, learning potential, synergy, utility."""
+"""Tests of astor_core.method.utility: posteriors, informativeness, learning potential, synergy, utility."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from astor_core.utility import (
+from astor_core.method.utility import (
     PromptFeedback,
     RoundFeedback,
     UtilityConfig,
