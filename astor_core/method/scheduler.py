@@ -30,12 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from astor_core.method.advantages import group_advantages
 from astor_core.method.utility import (
     PromptFeedback,
     RoundFeedback,
     UtilityConfig,
     UtilityTracker,
-    group_advantages,
 )
 
 __all__ = [
@@ -428,12 +428,11 @@ class UCBScheduler(Scheduler):
 
     def observe(self, feedback: RoundFeedback) -> None:
         pos = {t: n for n, t in enumerate(self.tasks)}
-        eps = self.config.utility.advantage_eps
         for item in feedback.prompts:
             t = pos[item.task]
             adv = item.advantages
             if adv is None:
-                adv = group_advantages(item.rewards, eps=eps).tolist()
+                adv = group_advantages(item.rewards).tolist()
             self.windows[t].extend(abs(float(a)) for a in adv)
             self.counts[t] += len(adv)
         w = self.config.ucb.window

@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from astor_core.method.advantages import group_advantages
 from astor_core.policy.grpo import (
     GRPOConfig,
     betas_per_sample,
-    group_advantages,
     grpo_loss,
     normaliser_for,
 )
@@ -312,11 +313,11 @@ class PolicyTrainer:
                 f"update: {len(rollouts)} rollouts, {len(rewards)} rewards, {len(tasks)} tasks must match"
             )
         g = self.cfg.grpo
-        adv = group_advantages(
-            torch.as_tensor(list(rewards), dtype=torch.float32),
-            group_size,
-            g.scale_rewards,
-            g.adv_eps,
+        adv = torch.as_tensor(
+            group_advantages(
+                np.asarray(rewards, dtype=np.float64), group_size, scale=g.scale_rewards
+            ),
+            dtype=torch.float32,
         )
         samples = [
             Sample(t, list(r.prompt_ids), list(r.completion_ids), float(a), list(r.logprobs))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -18,8 +18,19 @@ SetOpt = Annotated[
 ]
 
 
+def checked_config(config: Path, overrides: list[str] | None) -> Any:
+    """The run's config, type- and range-checked before any flow starts (a bad value raises
+    ConfigError: one line, exit 2)."""
+    from astor_core.config import load_config
+
+    return load_config(config, list(overrides or []))
+
+
 def train(config: ConfigOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Train (or resume) one run with the scheduler named in train.scheduler."""
+    from astor_core.data.pools import require_pools
+
+    require_pools(checked_config(config, set_).data.pools_dir)
     local_run_env()
     from flows.training import train_flow
 
@@ -36,6 +47,7 @@ def demo(
 ) -> None:
     """The whole pipeline on the embedded default: pools, validation, tiny model, SFT warm-start,
     ASTOR RL rounds and held-out evaluation; ends with the commands that open the UIs."""
+    checked_config(config, set_)
     local_run_env()
     from flows.demo import run_demo
 
@@ -52,6 +64,7 @@ def serve(
     set_: SetOpt = None,
 ) -> None:
     """Serve the training flow on this machine with a cron schedule (flow.serve)."""
+    checked_config(config, set_)
     quiet_env()
     from flows.training import train_flow
 
@@ -199,6 +212,7 @@ def compare(
     runs of one MLflow parent run, then regenerate docs/RESULTS.md from MLflow."""
     if ctx.invoked_subcommand is not None:
         return
+    checked_config(config, set_)
     local_run_env()
     from flows.compare import compare_flow
 

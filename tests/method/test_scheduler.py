@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from astor_core.method.advantages import group_advantages
 from astor_core.method.scheduler import (
     RoundPlan,
     SchedulerConfig,
@@ -16,7 +17,7 @@ from astor_core.method.scheduler import (
     make_scheduler,
     top_k_random_ties,
 )
-from astor_core.method.utility import PromptFeedback, RoundFeedback, group_advantages
+from astor_core.method.utility import PromptFeedback, RoundFeedback
 
 NAMES = [
     "astor",
