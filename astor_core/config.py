@@ -56,7 +56,8 @@ def _scheduler_name(name: str) -> str:
     from astor_core import TASKS
     from astor_core.method.scheduler import SCHEDULER_NAMES
 
-    if name in SCHEDULER_NAMES[:-1] or name.removeprefix("specialist:") in TASKS:
+    task = name.split(":", 1)[1] if name.startswith("specialist:") else None
+    if name in SCHEDULER_NAMES[:-1] or task in TASKS:
         return name
     raise ValueError(f"expected one of {', '.join(SCHEDULER_NAMES)}")
 

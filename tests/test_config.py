@@ -52,6 +52,8 @@ def test_specialists_of_known_tasks_only() -> None:
     assert load_config(None, ["train.scheduler=specialist:code_generation"]).train.scheduler
     with pytest.raises(ConfigError, match="train.scheduler"):
         load_config(None, ["train.scheduler=specialist:poetry"])
+    with pytest.raises(ConfigError, match="train.scheduler"):
+        load_config(None, ["train.scheduler=code_generation"])
 
 
 def test_not_yaml_is_one_line(tmp_path: Path) -> None:
