@@ -76,7 +76,7 @@ def direct_run(config: str, overrides: list[str], barrier: RoundBarrier) -> None
 
     cfg = load_config(config, overrides)
     pools = read_pools(cfg.data.pools_dir)
-    validate_pools_dir(cfg.data.pools_dir, cfg.data.validation)
+    validate_pools_dir(cfg.data.pools_dir, cfg.data.validation, contents=pools.files)
     ctx = open_run(cfg, pools)
     while ctx.round < cfg.train.rounds:
         started = stages.now()

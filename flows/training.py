@@ -53,10 +53,10 @@ def load_pools(pools_dir: str) -> Pools:
 
 
 @task(name="validate-pools", cache_key_fn=_validation_key, persist_result=True)
-def validate_pools(pools_dir: str, digest: str, validation: Any) -> dict[str, Any]:
+def validate_pools(pools: Pools, digest: str, validation: Any) -> dict[str, Any]:
     from astor_core.data.validation import validate_pools_dir
 
-    summary = validate_pools_dir(pools_dir, validation)
+    summary = validate_pools_dir(pools.root, validation, contents=pools.files)
     get_run_logger().info("pools %s valid: %s", digest[:12], summary)
     return summary
 
@@ -179,7 +179,7 @@ def train_flow(
     logger = get_run_logger()
     cfg = load_config(config_path, overrides or [])
     pools = load_pools(cfg.data.pools_dir)
-    validate_pools(cfg.data.pools_dir, pools.digest, cfg.data.validation)
+    validate_pools(pools, pools.digest, cfg.data.validation)
     ctx = open_run(cfg, pools)
     tracker = _open_tracker(ctx, cfg, pools)
     _relog_missing(tracker, ctx)

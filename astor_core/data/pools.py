@@ -60,12 +60,16 @@ class Pools:
     A plain class (not a dataclass): Prefect passes it between task runs by reference and
     does not walk its frames."""
 
-    def __init__(self, root: Path, frames: dict[str, Any], digest: str) -> None:
+    def __init__(
+        self, root: Path, frames: dict[str, Any], digest: str, files: dict[Path, bytes]
+    ) -> None:
         self.root = root
         self.frames = frames
         """Split -> pandas frame."""
         self.digest = digest
         """md5 of the per-file md5s of every pool file (as DVC hashes a directory)."""
+        self.files = files
+        """Every pool file's bytes as read (validation parses these instead of re-reading)."""
 
     def records(self, split: str) -> list[dict[str, Any]]:
         return [dict(r) for r in self.frames[split].to_dict(orient="records")]
@@ -80,10 +84,11 @@ def read_pools(pools_dir: str | Path) -> Pools:
     defaults = {path: split for split, path in require_pools(root).items()}
     h = hashlib.md5()
     frames: dict[str, Any] = {}
+    files: dict[Path, bytes] = {}
     for path in sorted(root.rglob("*.parquet")):
-        data = path.read_bytes()
+        data = files[path] = path.read_bytes()
         h.update(str(path.relative_to(root)).encode())
         h.update(hashlib.md5(data).hexdigest().encode())
         if path in defaults:
             frames[defaults[path]] = pd.read_parquet(io.BytesIO(data))
-    return Pools(root, {split: frames[split] for split in POOL_FILES}, h.hexdigest())
+    return Pools(root, {split: frames[split] for split in POOL_FILES}, h.hexdigest(), files)

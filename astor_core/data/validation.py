@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,14 +92,15 @@ class PoolReadError(ValueError):
     """A pool file cannot be read at all (not parquet, missing)."""
 
 
-def read_pool(path: Path) -> tuple[Any, list[bool]]:
-    """A pool file as a pandas frame of str columns plus a per-row UTF-8 validity flag.
+def read_pool(path: Path, data: bytes | None = None) -> tuple[Any, list[bool]]:
+    """A pool file (its bytes `data` when already read) as a pandas frame of str columns plus
+    a per-row UTF-8 validity flag.
 
     String and binary columns are decoded here so invalid bytes become a failing row
     (rule `utf8`, replacement characters in the frame) instead of a crash.
     """
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(pa.BufferReader(data) if data is not None else path)
     except (OSError, pa.ArrowException) as exc:
         raise PoolReadError(f"{path}: not a readable parquet file ({exc})") from None
     ok = [True] * table.num_rows
@@ -243,16 +244,20 @@ def pool_files(path: Path) -> dict[str, list[Path]]:
 
 
 def validate_path(
-    path: Path, cfg: ValidationConfig = ValidationConfig(), sandbox: Any = None
+    path: Path,
+    cfg: ValidationConfig = ValidationConfig(),
+    sandbox: Any = None,
+    contents: Mapping[Path, bytes] | None = None,
 ) -> ValidationReport:
-    """Validate the pools at path; the structural suite first, then the reference self-check."""
+    """Validate the pools at path; the structural suite first, then the reference self-check.
+    `contents`: pool files already read (path -> bytes), parsed instead of read again."""
     import pandas as pd
 
     frames: dict[str, Any] = {}
     for name, files in pool_files(path).items():
         parts, flags = [], []
         for f in files:
-            frame, ok = read_pool(f)
+            frame, ok = read_pool(f, (contents or {}).get(f))
             parts.append(frame)
             flags.extend(ok)
         frames[name] = derive_columns(pd.concat(parts, ignore_index=True), flags)
@@ -283,11 +288,14 @@ class PoolValidationError(RuntimeError):
 
 
 def validate_pools_dir(
-    pools_dir: str | Path, cfg: ValidationConfig | None = None
+    pools_dir: str | Path,
+    cfg: ValidationConfig | None = None,
+    contents: Mapping[Path, bytes] | None = None,
 ) -> dict[str, Any]:
-    """Validate a pools folder before a run; raise :class:`PoolValidationError` naming the
-    broken rules. Returns the rows per pool and the self-check counts."""
-    report = validate_path(Path(pools_dir), cfg or ValidationConfig())
+    """Validate a pools folder before a run (from `contents`, its files' bytes already read,
+    when given); raise :class:`PoolValidationError` naming the broken rules. Returns the rows per
+    pool and the self-check counts."""
+    report = validate_path(Path(pools_dir), cfg or ValidationConfig(), contents=contents)
     if not report.success:
         rules = sorted({f"{f.pool}:{f.rule}" for f in report.failures})
         raise PoolValidationError(

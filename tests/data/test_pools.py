@@ -34,6 +34,7 @@ def test_build_writes_where_readers_look(tmp_path: Path) -> None:
         h.update(str(path.relative_to(root)).encode())
         h.update(hashlib.md5(path.read_bytes()).hexdigest().encode())
     assert pools.digest == h.hexdigest()
+    assert set(pools.files) == set(root.rglob("*.parquet"))
     (root / "real" / "cruxeval.parquet").unlink()
     assert read_pools(cfg.pools_dir).digest != pools.digest
 
@@ -42,3 +43,20 @@ def test_missing_pools_name_the_file_and_the_fix(tmp_path: Path) -> None:
     with pytest.raises(PoolsMissing, match=r"train.parquet is missing: run `astor pools build`"):
         read_pools(tmp_path)
     assert pool_paths(tmp_path)["eval"] == tmp_path / "eval.parquet"
+
+
+def test_a_run_start_reads_each_pool_file_once(tmp_path: Path, monkeypatch) -> None:
+    from astor_core.data import validation
+
+    cfg = small_config(tmp_path, real_sources=("cruxeval",))
+    build_pools(cfg)
+    pools = read_pools(cfg.pools_dir)
+    read_table = validation.pq.read_table
+
+    def from_memory_only(source, *args, **kwargs):  # type: ignore[no-untyped-def]
+        assert not isinstance(source, str | Path), f"{source} read again"
+        return read_table(source, *args, **kwargs)
+
+    monkeypatch.setattr(validation.pq, "read_table", from_memory_only)
+    summary = validation.validate_pools_dir(cfg.pools_dir, cfg.validation, contents=pools.files)
+    assert summary["summary"]["default"] == len(pools.frames["train"]) + len(pools.frames["eval"])
