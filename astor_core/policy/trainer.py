@@ -30,6 +30,17 @@ from astor_core.policy.grpo import (
     grpo_loss,
     normaliser_for,
 )
+from astor_core.policy.memory import (
+    LoRAConfig,
+    adapters_disabled,
+    apply_lora,
+    check_master_weights,
+    enable_gradient_checkpointing,
+    is_peft,
+    load_adapter_state,
+    master_dtype,
+    save_merged,
+)
 from astor_core.policy.rollout import (
     Rollout,
     RolloutConfig,
@@ -71,7 +82,11 @@ class TrainerConfig:
     steps_per_round: int = 1
     """Mini-batches a round's rollouts are split into, one optimiser step each (TRL's steps_per_generation, verl's ppo_mini_batch_size); whole prompt groups, dealt round-robin so every step mixes the tasks; above 1 the engine's log-probs are the old log-probs."""
     mixed_precision: str = "no"
-    """accelerate mixed precision: no, bf16 or fp16."""
+    """accelerate mixed precision: no, bf16 or fp16 (autocast over fp32 master weights; from_config loads fp32)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (non-reentrant): less memory, ~1 more forward."""
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    """PEFT LoRA adapters; on, the reference is the base with adapters disabled (no second copy)."""
     grad_last_layers: int = 1
     """Per-task gradient vectors cover the last N transformer blocks (names containing layers.<i>.)."""
     grad_patterns: tuple[str, ...] = ()
@@ -111,6 +126,21 @@ class UpdateResult:
     """task -> kl (token-mean k3), loss (its share of the loss), samples, tokens, clip_frac."""
     task_grads: dict[str, torch.Tensor]
     """task -> its gradient on the parameter subset, flattened to 1-D (CPU, float32)."""
+
+
+def token_logps(logits: torch.Tensor, index: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log softmax(logits / T) at `index`: TRL's selective_log_softmax (fused kernel on GPU)
+    when TRL is installed, else its documented equivalent log_softmax + gather (a machine
+    with only torch, transformers, accelerate and peft, e.g. benchmarks/gpu_grpo_round.py).
+
+    >>> token_logps(torch.zeros(1, 1, 4), torch.tensor([[2]]), 1.0).exp()
+    tensor([[0.2500]])
+    """
+    try:
+        from trl.trainer.utils import selective_log_softmax
+    except ImportError:
+        return torch.gather((logits / temperature).log_softmax(-1), -1, index[..., None])[..., 0]
+    return selective_log_softmax(logits, index, temperature)
 
 
 def subset_parameter_names(
@@ -215,13 +245,12 @@ class PolicyTrainer:
             torch.use_deterministic_algorithms(True)
         self.cfg = cfg
         self.tokenizer = tokenizer
+        model = self._apply_memory_levers(model)
         self.accelerator = Accelerator(
             mixed_precision=cfg.mixed_precision,
             cpu=cpu if cpu is not None else not torch.cuda.is_available(),
         )
-        ref = ref_model if ref_model is not None else copy.deepcopy(model)
-        ref.requires_grad_(False)
-        ref.eval()
+        ref = self._reference_copy(model, ref_model)
         optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],
             lr=cfg.learning_rate,
@@ -238,7 +267,7 @@ class PolicyTrainer:
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(
             model, optimizer, scheduler
         )
-        self.ref_model = ref.to(self.accelerator.device)
+        self.ref_model = None if ref is None else ref.to(self.accelerator.device)
         self.model.train()
         unwrapped = self.unwrapped_model
         self.subset_names = subset_parameter_names(
@@ -251,6 +280,30 @@ class PolicyTrainer:
         self.rollout_cfg = rollout or RolloutConfig()
         self._engine: RolloutEngine | None = None
 
+    def _apply_memory_levers(self, model: torch.nn.Module) -> torch.nn.Module:
+        """LoRA adapters and gradient checkpointing as configured; fp32 master weights checked."""
+        if self.cfg.lora.enabled:
+            model = apply_lora(model, self.cfg.lora)
+        if self.cfg.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
+        check_master_weights(model, self.cfg.mixed_precision)
+        return model
+
+    def _reference_copy(
+        self, model: torch.nn.Module, ref_model: torch.nn.Module | None
+    ) -> torch.nn.Module | None:
+        """The frozen reference model; None under LoRA (the base with adapters disabled is it)."""
+        if self.cfg.lora.enabled:
+            if ref_model is not None:
+                raise ValueError(
+                    "ref_model must be None with LoRA: the reference is the base model"
+                )
+            return None
+        ref = ref_model if ref_model is not None else copy.deepcopy(model)
+        ref.requires_grad_(False)
+        ref.eval()
+        return ref
+
     @classmethod
     def from_config(cls, cfg: Any, seed: int = 0) -> PolicyTrainer:
         """Build from a run config (sections model, rollout, grpo, trainer; missing ones take defaults)."""
@@ -260,8 +313,11 @@ class PolicyTrainer:
 
         sections = getattr(cfg, "sections", {})
         set_seed(seed)
-        model, tokenizer = load_model(sections.get("model", ModelConfig()))
         trainer_cfg = sections.get("trainer", TrainerConfig())
+        model_cfg = sections.get("model", ModelConfig())
+        dtype = master_dtype(model_cfg.dtype, trainer_cfg.mixed_precision)
+        model_cfg = dataclasses.replace(model_cfg, dtype=dtype)
+        model, tokenizer = load_model(model_cfg)
         if "grpo" in sections:
             trainer_cfg = dataclasses.replace(trainer_cfg, grpo=sections["grpo"])
         rollout = sections.get("rollout", RolloutConfig())
@@ -360,10 +416,10 @@ class PolicyTrainer:
         return None if found is None else found[1]
 
     def export(self, directory: str | Path) -> Path:
-        """The current policy (model + tokenizer) as a save_pretrained directory."""
+        """The current policy (model + tokenizer, LoRA adapters merged) as a save_pretrained directory."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        self.unwrapped_model.save_pretrained(out)
+        save_merged(self.unwrapped_model, out)
         self.tokenizer.save_pretrained(out)
         return out
 
@@ -415,18 +471,28 @@ class PolicyTrainer:
 
         Positions come from the attention mask (as in generate), so left padding changes nothing.
         """
-        from trl.trainer.utils import selective_log_softmax
-
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         logits = model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
             logits_to_keep=n_completion + 1,
+            use_cache=False,  # a scoring pass: a KV cache would only hold memory
         ).logits[:, :-1, :]
-        return selective_log_softmax(
-            logits.float(), input_ids[:, -n_completion:], self.cfg.temperature
-        )
+        return token_logps(logits.float(), input_ids[:, -n_completion:], self.cfg.temperature)
+
+    def reference_logps(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_completion: int
+    ) -> torch.Tensor:
+        """completion_logps under the reference policy (no gradient): the frozen copy, or
+        under LoRA the policy's own base with its adapters disabled."""
+        with torch.no_grad():
+            if self.ref_model is not None:
+                return self.completion_logps(
+                    self.ref_model, input_ids, attention_mask, n_completion
+                )
+            with adapters_disabled(self.unwrapped_model):
+                return self.completion_logps(self.model, input_ids, attention_mask, n_completion)
 
     # ---- update --------------------------------------------------------------------------
 
@@ -485,10 +551,8 @@ class PolicyTrainer:
                     self.model, batch["input_ids"], batch["attention_mask"], n_c
                 )
                 beta = betas_per_sample([r.task for r in rows], betas, device=acc.device)
-                with torch.no_grad():  # always: the measured KL per task feeds calibration
-                    ref_logps = self.completion_logps(
-                        self.ref_model, batch["input_ids"], batch["attention_mask"], n_c
-                    )
+                # always: the measured KL per task feeds calibration
+                ref_logps = self.reference_logps(batch["input_ids"], batch["attention_mask"], n_c)
                 adv = torch.tensor([r.advantage for r in rows], device=acc.device)
                 out = grpo_loss(
                     logps,
@@ -614,6 +678,9 @@ class PolicyTrainer:
                 state.update(load_file(str(f)))
             if not state:
                 raise FileNotFoundError(f"no safetensors weights under {src}")
+            if is_peft(model):  # model/ holds the adapters only; the base is the config's model
+                load_adapter_state(model, state)
+                continue
             missing, unexpected = model.load_state_dict(state, strict=False)
             tied = {n for n, _ in model.named_parameters(remove_duplicate=False)} - {
                 n for n, _ in model.named_parameters()
