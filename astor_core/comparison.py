@@ -1,6 +1,6 @@
 """The paper's comparison: every method under the same budget and seeds, one results table.
 
-Methods are scheduler names (astor_core.scheduler). "specialists" expands to one
+Methods are scheduler names (astor_core.method.scheduler). "specialists" expands to one
 ``specialist:<task>`` run per task; the specialists' row reads each task from its own
 specialist (as the paper does) and averages those per-task scores.
 
@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
 from astor_core import TASKS
 
@@ -49,7 +51,7 @@ class CompareConfig:
     """The held-out metric the table reports."""
     target_gain: float = 0.05
     """The relative gain the report checks ASTOR against (over the baseline and the best specialist)."""
-    quick_rounds: int = 3
+    quick_rounds: Annotated[int, Field(ge=1)] = 3
     """Rounds per run in --quick mode."""
     quick_seeds: tuple[int, ...] = (0,)
     """Seeds in --quick mode."""

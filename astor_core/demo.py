@@ -44,18 +44,18 @@ def _swap_in(tmp: Path, target: Path) -> None:
 def ensure_pools(data_cfg: Any) -> dict[str, Any]:
     """Build the pools unless train and eval files exist; return their statistics."""
     from astor_core.data.build import build_pools, read_stats
+    from astor_core.data.pools import pool_paths
 
-    pools = Path(data_cfg.pools_dir)
     stats = Path(data_cfg.stats_path)
-    if (pools / "train.parquet").exists() and (pools / "eval.parquet").exists() and stats.exists():
+    if all(p.exists() for p in pool_paths(data_cfg.pools_dir).values()) and stats.exists():
         return {"built": False, **read_stats(stats)}
     return {"built": True, **build_pools(data_cfg).stats}
 
 
 def _train_records(cfg: AstorConfig) -> list[dict[str, Any]]:
-    import pandas as pd
+    from astor_core.data.pools import read_records
 
-    return pd.read_parquet(Path(cfg.data.pools_dir) / "train.parquet").to_dict(orient="records")
+    return read_records(cfg.data.pools_dir, "train")
 
 
 def ensure_tiny_model(cfg: AstorConfig) -> dict[str, Any]:

@@ -36,9 +36,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from astor_core.calibration import CalibrationConfig, make_calibrator
-from astor_core.scheduler import RoundPlan, SchedulerConfig, make_scheduler
-from astor_core.utility import PromptFeedback, RoundFeedback, group_advantages
+from astor_core.method.advantages import group_advantages
+from astor_core.method.calibration import CalibrationConfig, make_calibrator
+from astor_core.method.scheduler import RoundPlan, SchedulerConfig, make_scheduler
+from astor_core.method.utility import PromptFeedback, RoundFeedback
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "configs" / "scenarios"
 """Where the shipped scenario files live."""

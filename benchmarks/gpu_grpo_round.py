@@ -49,9 +49,10 @@ import torch  # noqa: E402
 from transformers import Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
 from astor_core import TASKS  # noqa: E402
+from astor_core.policy.batches import Sample  # noqa: E402
 from astor_core.policy.memory import LoRAConfig  # noqa: E402
 from astor_core.policy.model import num_parameters  # noqa: E402
-from astor_core.policy.trainer import PolicyTrainer, Sample, TrainerConfig  # noqa: E402
+from astor_core.policy.trainer import PolicyTrainer, TrainerConfig  # noqa: E402
 
 H200_BF16_DENSE_TFLOPS = 989.0
 """NVIDIA's H200 SXM bf16 dense tensor-core peak (the sparse figure is twice this)."""

@@ -3,7 +3,7 @@
 Both sides run the demo's training (params.yaml: same rounds, eval rounds, seed, pools and SFT
 model) from a fresh run folder, so they do the same compute, each in its own process:
 
-- direct: the flow's body as a plain loop of the same ``astor_core.pipeline`` calls
+- direct: the flow's body as a plain loop of the same ``astor_core.run`` calls
   (validate pools, open the run, per round schedule -> rollout -> rewards -> update ->
   utility -> [eval] -> checkpoint, then the plots and the eval table); no Prefect, no MLflow;
 - flow: ``flows.training.train_flow`` (Prefect task runs for every stage, MLflow logging of
@@ -68,26 +68,30 @@ SIDES = ("direct", "flow")
 
 def direct_run(config: str, overrides: list[str], barrier: RoundBarrier) -> None:
     """The flow's body as a plain loop of stage functions; `barrier()` after each round."""
-    from astor_core import pipeline
     from astor_core.config import load_config
+    from astor_core.data.pools import read_pools
+    from astor_core.data.validation import validate_pools_dir
+    from astor_core.run import report, stages, store
+    from astor_core.run.context import open_run
 
     cfg = load_config(config, overrides)
-    pipeline.validate_pools(cfg.data.pools_dir, cfg.data.validation)
-    ctx = pipeline.open_run(cfg)
+    pools = read_pools(cfg.data.pools_dir)
+    validate_pools_dir(cfg.data.pools_dir, cfg.data.validation, contents=pools.files)
+    ctx = open_run(cfg, pools)
     while ctx.round < cfg.train.rounds:
-        started = pipeline.now()
-        plan = pipeline.schedule_round(ctx)
-        batch = pipeline.rollout(ctx, plan)
-        scored = [s for c in pipeline.reward_chunks(ctx, batch) for s in pipeline.score_chunk(c)]
-        update = pipeline.train_round(ctx, batch, scored)
-        stats = pipeline.recompute_utility(ctx, batch, scored, update)
-        if pipeline.eval_due(ctx):
-            stats["eval"] = pipeline.evaluate(ctx)
-        stats["global"]["round_time_s"] = pipeline.now() - started
-        pipeline.save_round(ctx, stats)
+        started = stages.now()
+        plan = stages.schedule_round(ctx)
+        batch = stages.rollout(ctx, plan)
+        scored = [s for c in stages.reward_chunks(ctx, batch) for s in stages.score_chunk(c)]
+        update = stages.train_round(ctx, batch, scored)
+        stats = stages.update_scheduler_and_kl(ctx, batch, scored, update)
+        if stages.eval_due(ctx):
+            stats = stats.with_eval(stages.evaluate(ctx))
+        stats = stats.with_metrics(round_time_s=stages.now() - started)
+        store.save_round(ctx, stats)
         barrier()
-    pipeline.plot_history(pipeline.load_history(ctx), ctx.tasks)
-    pipeline.write_eval_table(ctx, pipeline.final_eval(ctx))
+    report.plot_history(store.load_history(ctx.run_dir, ctx.round), ctx.tasks)
+    report.write_eval_table(ctx, report.final_eval(ctx))
 
 
 def flow_run(config: str, overrides: list[str], barrier: RoundBarrier) -> dict:
@@ -143,18 +147,17 @@ def critical_path_gaps(
 
 
 STAGES = (
-    "schedule_round", "rollout", "score_chunk", "train_round", "recompute_utility", "evaluate",
-    "save_round",
+    "stages.schedule_round", "stages.rollout", "stages.score_chunk", "stages.train_round",
+    "stages.update_scheduler_and_kl", "stages.evaluate", "store.save_round",
 )  # fmt: skip
-"""The stage functions both sides call (`astor_core.pipeline`), timed per round."""
+"""The stage functions both sides call (modules of `astor_core.run`), timed per round."""
 
 
 def time_stages(per_round: list[dict[str, float]]) -> None:
-    """Wrap each stage function of `astor_core.pipeline` with a timer adding its wall time
+    """Wrap each stage function of `astor_core.run` with a timer adding its wall time
     to `per_round[-1]` (both sides look the functions up on the module at call time)."""
     import functools
-
-    from astor_core import pipeline
+    import importlib
 
     def timed(name: str, fn):  # type: ignore[no-untyped-def]
         @functools.wraps(fn)
@@ -168,8 +171,10 @@ def time_stages(per_round: list[dict[str, float]]) -> None:
 
         return wrapper
 
-    for name in STAGES:
-        setattr(pipeline, name, timed(name, getattr(pipeline, name)))
+    for dotted in STAGES:
+        module_name, name = dotted.split(".")
+        module = importlib.import_module(f"astor_core.run.{module_name}")
+        setattr(module, name, timed(name, getattr(module, name)))
 
 
 def main_thread_switches() -> tuple[int, int]:
@@ -271,7 +276,10 @@ def stage_table(results: list[dict[str, dict]]) -> list[str]:
 
     def means(side: str) -> dict[str, float]:
         rounds = [r for res in results for r in res[side]["stages"]]
-        out = {name: statistics.mean(r.get(name, 0.0) for r in rounds) for name in STAGES}
+        out = {
+            name: statistics.mean(r.get(name, 0.0) for r in rounds)
+            for name in (s.split(".")[1] for s in STAGES)
+        }
         total = statistics.mean(t for res in results for t in res[side]["rounds"])
         out["rest of the round"] = total - sum(out.values())
         return out

@@ -69,14 +69,14 @@ def main() -> None:
     from accelerate.utils import set_seed
 
     from astor_core import TASKS
+    from astor_core.method.scheduler import SchedulerConfig, make_scheduler
+    from astor_core.method.utility import PromptFeedback, RoundFeedback
     from astor_core.policy.grpo import GRPOConfig
     from astor_core.policy.model import ModelConfig, load_model
     from astor_core.policy.rollout import RolloutConfig, SamplingParams
     from astor_core.policy.stages import evaluate, prompts_for, score_rollouts, update
     from astor_core.policy.trainer import PolicyTrainer, TrainerConfig
     from astor_core.sandbox import default_sandbox
-    from astor_core.scheduler import SchedulerConfig, make_scheduler
-    from astor_core.utility import PromptFeedback, RoundFeedback
 
     torch.set_num_threads(args.threads)
     train = pd.read_parquet(Path(args.pools) / "train.parquet").to_dict(orient="records")

@@ -33,10 +33,11 @@ def main() -> None:
     import torch
 
     from astor_core import TASKS
+    from astor_core.policy.batches import Sample
     from astor_core.policy.model import ModelConfig, load_model, num_parameters
     from astor_core.policy.rollout import RolloutConfig, SamplingParams, TransformersEngine
     from astor_core.policy.stages import prompts_for
-    from astor_core.policy.trainer import PolicyTrainer, Sample, TrainerConfig
+    from astor_core.policy.trainer import PolicyTrainer, TrainerConfig
 
     torch.set_num_threads(args.threads)
     frame = pd.read_parquet(os.path.join(args.pools, "train.parquet"))

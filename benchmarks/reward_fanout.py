@@ -63,7 +63,7 @@ def load_batch(items: int) -> tuple[list[dict], list[str]]:
 
 
 def make_chunks(records: list[dict], completions: list[str], size: int) -> list:
-    from astor_core.pipeline import RewardChunk
+    from astor_core.run.stages import RewardChunk
 
     n = len(records)
     return [

@@ -25,6 +25,7 @@ from astor_core.comparison import (
     verdict,
 )
 from astor_core.config import load_config
+from astor_core.run.report import synergy_heatmap
 from flows import tracking
 from flows.training import train_flow
 
@@ -185,18 +186,9 @@ def _curves(client: MlflowClient, children: list[Any], out_dir: Path) -> list[st
                 key = f"synergy/{a}/{b}" if i < j else f"synergy/{b}/{a}"
                 if i != j and key in run.data.metrics:
                     matrix[i, j] = run.data.metrics[key]
-        fig, ax = plt.subplots(figsize=(5, 4.2))
-        im = ax.imshow(np.nan_to_num(matrix), vmin=-1, vmax=1, cmap="RdBu")
-        ax.set_xticks(range(len(TASKS)), [t.replace("_", "\n") for t in TASKS], fontsize=7)
-        ax.set_yticks(range(len(TASKS)), [t.replace("_", "\n") for t in TASKS], fontsize=7)
-        for i in range(len(TASKS)):
-            for j in range(len(TASKS)):
-                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7)
-        fig.colorbar(im, ax=ax)
-        ax.set_title("ASTOR synergy (final EMA)")
+        fig = synergy_heatmap(matrix, TASKS, "ASTOR synergy (final EMA)")
         path = out_dir / "compare_synergy.png"
         fig.savefig(path, dpi=100, bbox_inches="tight")
-        plt.close(fig)
         written.append(path.name)
     return written
 

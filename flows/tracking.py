@@ -24,20 +24,18 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.async_logging.run_operations import RunOperations
 
+from astor_core.atomic import write_json_atomic
+from astor_core.run.records import MLFLOW_SERIES, RoundStats
+
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 """Backend used when MLFLOW_TRACKING_URI is not set: a SQLite file in the working directory."""
 
-PER_TASK_SERIES: tuple[str, ...] = (
-    "utility",
-    "learning_potential",
-    "share",
-    "rollouts_spent",
-    "beta",
-    "kl",
-    "mean_reward",
-    "zero_variance_frac",
-)
-"""The per-task series logged at every round, as `<series>/<task>`."""
+PER_TASK_SERIES: tuple[str, ...] = MLFLOW_SERIES
+"""The per-task series logged at every round, as `<series>/<task>` (the fields of
+astor_core.run.records.TaskRoundStats)."""
+
+RUN_ID_FILE = "mlflow_run.json"
+"""File in a run dir that keeps the run's MLflow run id (resume appends to that run)."""
 
 
 def tracking_uri() -> str:
@@ -72,30 +70,36 @@ def flatten_params(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def round_metrics(stats: Mapping[str, Any]) -> dict[str, float]:
-    """Turn a round's stats record into flat MLflow metric names.
-
-    `stats` holds `per_task: {task: {series: value}}`, `synergy: {"task_a/task_b": value}`,
-    `eval: {task: {metric: value}}` and scalar `global` numbers.
-
-    >>> round_metrics({"per_task": {"code_generation": {"utility": 0.5}},
-    ...                "synergy": {"a/b": 0.1}, "global": {"loss": 1.0}})
-    {'utility/code_generation': 0.5, 'synergy/a/b': 0.1, 'loss': 1.0}
-    """
+def round_metrics(stats: RoundStats) -> dict[str, float]:
+    """A round's record as flat MLflow metrics: `<series>/<task>` for every series of
+    :data:`PER_TASK_SERIES` that was measured, `synergy/<a>/<b>`, `eval_<metric>/<task>` on
+    evaluation rounds and the round-level metrics under their own names."""
     out: dict[str, float] = {}
-    for task, series in (stats.get("per_task") or {}).items():
-        for name, value in series.items():
+    for task, row in stats.per_task.items():
+        for name in PER_TASK_SERIES:
+            value = getattr(row, name)
             if value is not None:
                 out[f"{name}/{task}"] = float(value)
-    for pair, value in (stats.get("synergy") or {}).items():
+    for pair, value in stats.synergy.items():
         out[f"synergy/{pair}"] = float(value)
-    for task, metrics in (stats.get("eval") or {}).items():
+    for task, metrics in (stats.eval or {}).items():
         for name, value in metrics.items():
             out[f"eval_{name}/{task}"] = float(value)
-    for name, value in (stats.get("global") or {}).items():
+    for name, value in stats.metrics.items():
         if value is not None:
             out[name] = float(value)
     return out
+
+
+def stored_run_id(run_dir: str | Path) -> str | None:
+    """The MLflow run id a run dir was tracked under, or None for a fresh run."""
+    path = Path(run_dir) / RUN_ID_FILE
+    return json.loads(path.read_text())["mlflow_run_id"] if path.exists() else None
+
+
+def store_run_id(run_dir: str | Path, run_id: str) -> None:
+    """Keep the MLflow run id in the run dir (atomically), for resume."""
+    write_json_atomic(Path(run_dir) / RUN_ID_FILE, {"mlflow_run_id": run_id})
 
 
 class RunTracker:
@@ -201,7 +205,3 @@ def missing_steps(tracker: RunTracker, key: str, upto: int) -> list[int]:
     """Rounds 0..upto-1 that MLflow has no value for under `key` (for exact resume)."""
     have = tracker.logged_steps(key)
     return [s for s in range(upto) if s not in have]
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    Path(path).write_text(json.dumps(obj, indent=2, sort_keys=True))

@@ -1,10 +1,10 @@
 """The ASTOR training flow: the stages of DESIGN.md as Prefect task runs, tracked in MLflow.
 
-Thin on purpose: each task calls one function of :mod:`astor_core.pipeline` and logs. The
-flow validates the pools (cached by their content hash), then for every round: schedule,
-rollout, sandboxed reward (fanned out through a task runner), training round (tagged
-``gpu`` so a GPU work pool can take it), utility recomputation, evaluation every N
-rounds, checkpoint. A killed run restarted with the same command resumes from its last
+Thin on purpose: each task calls one function of :mod:`astor_core.run` and logs. The flow
+reads the pools once, validates them (cached by their content hash), then for every round:
+schedule, rollout, sandboxed reward (fanned out through a task runner), training round
+(taggable ``gpu`` so a GPU work pool can take it), the scheduler and KL-controller update,
+evaluation every N rounds, checkpoint. A killed run restarted with the same command resumes from its last
 complete checkpoint and appends to the same MLflow run.
 """
 
@@ -26,8 +26,14 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import quote
 
-from astor_core import pipeline
 from astor_core.config import AstorConfig, load_config
+from astor_core.data.pools import Pools, read_pools
+from astor_core.method.scheduler import RoundPlan
+from astor_core.run import report, stages, store
+from astor_core.run.context import RunContext
+from astor_core.run.context import open_run as open_run_context
+from astor_core.run.records import RoundStats
+from astor_core.run.stages import RewardChunk, RolloutBatch
 from flows import tracking
 from flows.runners import make_task_runner
 
@@ -41,43 +47,45 @@ def _validation_key(_ctx: Any, parameters: dict[str, Any]) -> str:
     return f"astor-validate-pools-{parameters['digest']}-{rules}"
 
 
-@task(name="pools-digest", cache_policy=NO_CACHE)
-def pools_digest(pools_dir: str) -> str:
-    return pipeline.pools_digest(pools_dir)
+@task(name="read-pools", cache_policy=NO_CACHE)
+def load_pools(pools_dir: str) -> Pools:
+    return read_pools(pools_dir)
 
 
 @task(name="validate-pools", cache_key_fn=_validation_key, persist_result=True)
-def validate_pools(pools_dir: str, digest: str, validation: Any) -> dict[str, Any]:
-    report = pipeline.validate_pools(pools_dir, validation)
-    get_run_logger().info("pools %s valid: %s", digest[:12], report.get("summary", report))
-    return report
+def validate_pools(pools: Pools, digest: str, validation: Any) -> dict[str, Any]:
+    from astor_core.data.validation import validate_pools_dir
+
+    summary = validate_pools_dir(pools.root, validation, contents=pools.files)
+    get_run_logger().info("pools %s valid: %s", digest[:12], summary)
+    return summary
 
 
 @task(name="open-run", cache_policy=NO_CACHE)
-def open_run(cfg: AstorConfig) -> pipeline.RunContext:
-    ctx = pipeline.open_run(cfg)
+def open_run(cfg: AstorConfig, pools: Pools) -> RunContext:
+    ctx = open_run_context(cfg, pools)
     get_run_logger().info("run %s starts at round %d", ctx.run_dir, ctx.round)
     return ctx
 
 
 @task(name="schedule", cache_policy=NO_CACHE, task_run_name="schedule-r{ctx.round}")
-def schedule(ctx: pipeline.RunContext) -> pipeline.RoundPlan:
-    return pipeline.schedule_round(ctx)
+def schedule(ctx: RunContext) -> RoundPlan:
+    return stages.schedule_round(ctx)
 
 
 @task(name="rollout", cache_policy=NO_CACHE)
-def rollout(ctx: pipeline.RunContext, plan: pipeline.RoundPlan) -> pipeline.RolloutBatch:
-    batch = pipeline.rollout(ctx, plan)
+def rollout(ctx: RunContext, plan: RoundPlan) -> RolloutBatch:
+    batch = stages.rollout(ctx, plan)
     get_run_logger().info("round %d: %d rollouts", ctx.round, len(batch))
     return batch
 
 
 @task(name="sandboxed-reward", cache_policy=NO_CACHE)
-def sandboxed_reward(chunk: pipeline.RewardChunk) -> list[dict[str, Any]]:
-    return pipeline.score_chunk(chunk)
+def sandboxed_reward(chunk: RewardChunk) -> list[dict[str, Any]]:
+    return stages.score_chunk(chunk)
 
 
-def _map_rewards(chunks: Sequence[pipeline.RewardChunk], retries: int) -> list[dict[str, Any]]:
+def _map_rewards(chunks: Sequence[RewardChunk], retries: int) -> list[dict[str, Any]]:
     futures = sandboxed_reward.with_options(
         retries=retries, retry_delay_seconds=exponential_backoff(backoff_factor=1)
     ).map(list(chunks))
@@ -85,12 +93,12 @@ def _map_rewards(chunks: Sequence[pipeline.RewardChunk], retries: int) -> list[d
 
 
 @flow(name="astor-rewards")
-def reward_fanout(chunks: Sequence[pipeline.RewardChunk], retries: int) -> list[dict[str, Any]]:
+def reward_fanout(chunks: Sequence[RewardChunk], retries: int) -> list[dict[str, Any]]:
     """Score every reward chunk through this subflow's task runner (a Dask cluster)."""
     return _map_rewards(chunks, retries)
 
 
-def score_round(chunks: Sequence[pipeline.RewardChunk], cfg: AstorConfig) -> list[dict[str, Any]]:
+def score_round(chunks: Sequence[RewardChunk], cfg: AstorConfig) -> list[dict[str, Any]]:
     """Reward fan-out: on the training flow's own thread pool by default; through a subflow
     whose task runner is a Dask cluster when train.task_runner says so (only the plain
     reward chunks leave the process, never the model)."""
@@ -104,29 +112,26 @@ def score_round(chunks: Sequence[pipeline.RewardChunk], cfg: AstorConfig) -> lis
 
 @task(name="train-round", cache_policy=NO_CACHE)
 def train_round(
-    ctx: pipeline.RunContext, batch: pipeline.RolloutBatch, rewards: list[dict[str, Any]]
+    ctx: RunContext, batch: RolloutBatch, rewards: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    return pipeline.train_round(ctx, batch, rewards)
+    return stages.train_round(ctx, batch, rewards)
 
 
-@task(name="recompute-utility", cache_policy=NO_CACHE)
-def recompute_utility(
-    ctx: pipeline.RunContext,
-    batch: pipeline.RolloutBatch,
-    rewards: list[dict[str, Any]],
-    update: dict[str, Any],
-) -> dict[str, Any]:
-    return pipeline.recompute_utility(ctx, batch, rewards, update)
+@task(name="update-scheduler-and-kl", cache_policy=NO_CACHE)
+def update_scheduler_and_kl(
+    ctx: RunContext, batch: RolloutBatch, rewards: list[dict[str, Any]], update: dict[str, Any]
+) -> RoundStats:
+    return stages.update_scheduler_and_kl(ctx, batch, rewards, update)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate(ctx: pipeline.RunContext) -> dict[str, dict[str, float]]:
-    return pipeline.evaluate(ctx)
+def evaluate(ctx: RunContext) -> dict[str, dict[str, float]]:
+    return stages.evaluate(ctx)
 
 
 @task(name="checkpoint", cache_policy=NO_CACHE)
-def checkpoint(ctx: pipeline.RunContext, stats: dict[str, Any]) -> str:
-    return str(pipeline.save_round(ctx, stats))
+def checkpoint(ctx: RunContext, stats: RoundStats) -> str:
+    return str(store.save_round(ctx, stats))
 
 
 def _flow_run_id() -> str:
@@ -134,23 +139,23 @@ def _flow_run_id() -> str:
     return str(run.id) if run is not None else "none"
 
 
-def _open_tracker(ctx: pipeline.RunContext, cfg: AstorConfig, digest: str) -> tracking.RunTracker:
-    """Create the MLflow run on a fresh start; re-open it on resume."""
+def _open_tracker(ctx: RunContext, cfg: AstorConfig, pools: Pools) -> tracking.RunTracker:
+    """Create the MLflow run on a fresh start (its id kept in the run dir); re-open it on resume."""
+    run_id = tracking.stored_run_id(ctx.run_dir)
     tracker = tracking.RunTracker(
-        cfg.train.experiment, run_id=ctx.mlflow_run_id, run_name=os.path.basename(ctx.run_dir)
+        cfg.train.experiment, run_id=run_id, run_name=os.path.basename(ctx.run_dir)
     )
-    if ctx.mlflow_run_id is None:
+    if run_id is None:
         if cfg.train.parent_run_id:
             tracker.set_tags({"mlflow.parentRunId": cfg.train.parent_run_id})
-        ctx.mlflow_run_id = tracker.run_id
-        pipeline.save_run_meta(ctx)
+        tracking.store_run_id(ctx.run_dir, tracker.run_id)
         tracker.log_params(tracking.flatten_params(cfg.to_dict()))
-        tracker.log_pools(pipeline.load_pool_frames(cfg.data.pools_dir), digest, cfg.data.pools_dir)
+        tracker.log_pools(pools.frames, pools.digest, cfg.data.pools_dir)
     tracker.set_tags(
         {
             "prefect.flow_run_id": _flow_run_id(),
             "git.commit": tracking.git_commit(),
-            "dvc.pools_digest": digest,
+            "dvc.pools_digest": pools.digest,
             "astor.scheduler": cfg.train.scheduler,
             "astor.run_dir": ctx.run_dir,
         }
@@ -158,10 +163,10 @@ def _open_tracker(ctx: pipeline.RunContext, cfg: AstorConfig, digest: str) -> tr
     return tracker
 
 
-def _relog_missing(tracker: tracking.RunTracker, ctx: pipeline.RunContext) -> None:
+def _relog_missing(tracker: tracking.RunTracker, ctx: RunContext) -> None:
     """After a crash between checkpoint and logging, log the rounds MLflow lacks."""
     for step in tracking.missing_steps(tracker, "round_time_s", ctx.round):
-        stats = pipeline.load_round_stats(ctx, step)
+        stats = store.load_round_stats(ctx.run_dir, step)
         if stats is not None:
             tracker.log_round(step, tracking.round_metrics(stats))
 
@@ -173,10 +178,10 @@ def train_flow(
     """Train one policy with one scheduler; resume the run in train.run_dir if it exists."""
     logger = get_run_logger()
     cfg = load_config(config_path, overrides or [])
-    digest = pools_digest(cfg.data.pools_dir)
-    validate_pools(cfg.data.pools_dir, digest, cfg.data.validation)
-    ctx = open_run(cfg)
-    tracker = _open_tracker(ctx, cfg, digest)
+    pools = load_pools(cfg.data.pools_dir)
+    validate_pools(pools, pools.digest, cfg.data.validation)
+    ctx = open_run(cfg, pools)
+    tracker = _open_tracker(ctx, cfg, pools)
     _relog_missing(tracker, ctx)
     rollout_stage = rollout.with_options(
         retries=cfg.train.rollout_retries,
@@ -188,20 +193,20 @@ def train_flow(
     )
     try:
         while ctx.round < cfg.train.rounds:
-            started = pipeline.now()
+            started = stages.now()
             plan = schedule(ctx)
             batch = rollout_stage(ctx, plan)
             # quote(): the round's reward dicts go to the next stages as they are; Prefect
             # does not walk them for futures (docs/PERFORMANCE.md, "Orchestration overhead")
-            rewards = quote(score_round(pipeline.reward_chunks(ctx, batch), cfg))
+            rewards = quote(score_round(stages.reward_chunks(ctx, batch), cfg))
             update = train_stage(ctx, batch, rewards)
-            stats = recompute_utility(ctx, batch, rewards, update)
-            if pipeline.eval_due(ctx):
-                stats["eval"] = evaluate(ctx)
-            stats["global"]["round_time_s"] = pipeline.now() - started
+            stats = update_scheduler_and_kl(ctx, batch, rewards, update)
+            if stages.eval_due(ctx):
+                stats = stats.with_eval(evaluate(ctx))
+            stats = stats.with_metrics(round_time_s=stages.now() - started)
             checkpoint(ctx, stats)
-            tracker.log_round(stats["round"], tracking.round_metrics(stats))
-            logger.info("round %d done: %s", stats["round"], pipeline.summary_line(stats))
+            tracker.log_round(stats.round, tracking.round_metrics(stats))
+            logger.info("round %d done: %s", stats.round, report.summary_line(stats))
     except BaseException:
         tracker.terminate("FAILED")
         raise
@@ -210,14 +215,14 @@ def train_flow(
     return result
 
 
-def _finish(ctx: pipeline.RunContext, tracker: tracking.RunTracker) -> dict[str, Any]:
+def _finish(ctx: RunContext, tracker: tracking.RunTracker) -> dict[str, Any]:
     """Plots, eval table, final policy and the Prefect artifacts pointing at the MLflow run."""
-    history = pipeline.load_history(ctx)
-    tracker.log_figure_files(pipeline.plot_history(history, ctx.tasks))
-    final_eval = pipeline.final_eval(ctx)
+    history = store.load_history(ctx.run_dir, ctx.round)
+    tracker.log_figure_files(report.plot_history(history, ctx.tasks))
+    final_eval = report.final_eval(ctx)
     tracker.log_dict(final_eval, "eval/final_eval.json")
-    tracker.log_artifact(pipeline.write_eval_table(ctx, final_eval), "eval")
-    tracker.log_artifacts(pipeline.final_policy_dir(ctx), "policy")
+    tracker.log_artifact(report.write_eval_table(ctx, final_eval), "eval")
+    tracker.log_artifacts(report.final_policy_dir(ctx), "policy")
     base = os.environ.get("ASTOR_MLFLOW_UI", "http://127.0.0.1:5000")
     create_link_artifact(
         key="mlflow-run",
@@ -227,7 +232,7 @@ def _finish(ctx: pipeline.RunContext, tracker: tracking.RunTracker) -> dict[str,
     )
     create_markdown_artifact(
         key="astor-summary",
-        markdown=pipeline.summary_markdown(ctx, final_eval, tracker.run_id),
+        markdown=report.summary_markdown(ctx, final_eval, tracker.run_id),
         description="ASTOR run summary",
     )
     return {

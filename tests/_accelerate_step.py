@@ -19,7 +19,7 @@ from types import SimpleNamespace
 def make_samples(seed: int, vocab: int, n: int) -> list:
     """A deterministic mixed-task batch: random prompts/completions and advantages."""
     from astor_core import TASKS
-    from astor_core.policy.trainer import Sample
+    from astor_core.policy.batches import Sample
 
     rng = random.Random(seed)
     samples = []

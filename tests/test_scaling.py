@@ -185,7 +185,7 @@ def prefect_api():
 @pytest.mark.integration
 def test_dask_fanout_matches_thread_runner(prefect_api) -> None:
     """The training flow's reward fan-out gives the same rewards on 2 Dask worker processes as on threads."""
-    from astor_core.pipeline import RewardChunk
+    from astor_core.run.stages import RewardChunk
     from flows.runners import make_task_runner
     from flows.training import reward_fanout
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from astor_core.calibration import CalibrationConfig
-from astor_core.scheduler import RoundPlan, make_scheduler
+from astor_core.method.calibration import CalibrationConfig
+from astor_core.method.scheduler import RoundPlan, make_scheduler
 from astor_core.simulation import (
     Scenario,
     SimulatedLearner,

@@ -20,6 +20,7 @@ from astor_core import TASKS
 from astor_core.atomic import write_text_atomic
 from astor_core.data.adapters import OFFICIAL_SPLIT_SOURCES, load_source
 from astor_core.data.config import DataConfig
+from astor_core.data.pools import REAL_DIR, pool_paths
 from astor_core.data.schema import to_table
 from astor_core.data.splits import assign_splits
 from astor_core.data.synthetic import generate
@@ -138,12 +139,12 @@ def build_pools(cfg: DataConfig = DataConfig()) -> BuildResult:
     tmp = Path(tempfile.mkdtemp(prefix=f".{pools_dir.name}.tmp-", dir=pools_dir.parent))
     tmp.chmod(0o755)
     try:
-        _write_parquet([r for r in default if r["split"] == "train"], tmp / "train.parquet")
-        _write_parquet([r for r in default if r["split"] == "eval"], tmp / "eval.parquet")
+        for split, path in pool_paths(tmp).items():
+            _write_parquet([r for r in default if r["split"] == split], path)
         if real:
-            (tmp / "real").mkdir()
+            (tmp / REAL_DIR).mkdir()
             for name, rows in real.items():
-                _write_parquet(rows, tmp / "real" / f"{name}.parquet")
+                _write_parquet(rows, tmp / REAL_DIR / f"{name}.parquet")
         _swap_dir(tmp, pools_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
-
-import yaml
 
 from astor_core.data.adapters import SourceFiles
 from astor_core.data.synthetic import SyntheticConfig
@@ -81,47 +74,9 @@ class DataConfig:
             raise ValueError("items_per_task must be >= 0")
 
 
-T = TypeVar("T")
-
-
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, Mapping):
-            raise ValueError(f"{where}: expected a mapping")
-        return from_mapping(tp, value, where)
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, list | tuple):
-            raise ValueError(f"{where}: expected a list")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], v, where) for v in value)
-        return tuple(_convert(a, v, where) for a, v in zip(args, value, strict=True))
-    if origin in (types.UnionType, typing.Union):
-        return value
-    if tp is float and isinstance(value, int):
-        return float(value)
-    return value
-
-
-def from_mapping(cls: type[T], mapping: Mapping[str, Any], where: str = "data") -> T:
-    """Build dataclass `cls` from a nested mapping; unknown keys are an error."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = set(mapping) - names
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(names)}")
-    kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in mapping.items()}
-    return cls(**kwargs)
-
-
 def load_data_config(path: str | Path | None) -> DataConfig:
-    """DataConfig from the `data:` section of a params file (defaults when path is None)."""
-    if path is None:
-        return DataConfig()
-    text = Path(path).read_text(encoding="utf-8")
-    params = yaml.safe_load(text) or {}
-    section = params.get("data", {}) if isinstance(params, Mapping) else None
-    if not isinstance(section, Mapping):
-        raise ValueError(f"{path}: the `data:` section must be a mapping")
-    return from_mapping(DataConfig, section)
+    """DataConfig from the `data:` section of a params file (defaults when path is None),
+    checked like every section (astor_core.config.load_config)."""
+    from astor_core.config import load_config
+
+    return load_config(path, sections=["data"]).data

@@ -14,7 +14,6 @@ functions, and GX checks those columns. GX is imported inside `run_suite` only.
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,11 +24,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from astor_core import TASKS
+from astor_core.data.pools import POOL_FILES, REAL_DIR, pool_paths, real_pool_paths
 from astor_core.data.schema import (
     COLUMNS,
-    DIFFICULTIES,
-    SOURCES,
-    SPLITS,
     RecordError,
     content_key,
     make_prompt_id,
@@ -95,14 +92,15 @@ class PoolReadError(ValueError):
     """A pool file cannot be read at all (not parquet, missing)."""
 
 
-def read_pool(path: Path) -> tuple[Any, list[bool]]:
-    """A pool file as a pandas frame of str columns plus a per-row UTF-8 validity flag.
+def read_pool(path: Path, data: bytes | None = None) -> tuple[Any, list[bool]]:
+    """A pool file (its bytes `data` when already read) as a pandas frame of str columns plus
+    a per-row UTF-8 validity flag.
 
     String and binary columns are decoded here so invalid bytes become a failing row
     (rule `utf8`, replacement characters in the frame) instead of a crash.
     """
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(pa.BufferReader(data) if data is not None else path)
     except (OSError, pa.ArrowException) as exc:
         raise PoolReadError(f"{path}: not a readable parquet file ({exc})") from None
     ok = [True] * table.num_rows
@@ -181,134 +179,6 @@ def derive_columns(frame: Any, utf8_ok: Sequence[bool]) -> Any:
     return out
 
 
-def _expectations(gx: Any, columns: Sequence[str], cfg: ValidationConfig) -> list[tuple[str, Any]]:
-    """(rule, expectation) pairs for a frame with these columns."""
-    E = gx.expectations
-    present = set(columns)
-    out: list[tuple[str, Any]] = [
-        ("required_columns", E.ExpectColumnToExist(column=c)) for c in COLUMNS
-    ]
-    for c in COLUMNS:
-        if c in present:
-            out.append(("not_null", E.ExpectColumnValuesToNotBeNull(column=c)))
-    sets = {
-        "task": ("task_known", list(TASKS)),
-        "source": ("source_known", list(SOURCES)),
-        "split": ("split_known", list(SPLITS)),
-        "difficulty": ("difficulty_range", list(DIFFICULTIES)),
-    }
-    for c, (rule, values) in sets.items():
-        if c in present:
-            out.append((rule, E.ExpectColumnValuesToBeInSet(column=c, value_set=values)))
-    if "prompt_id" in present:
-        out.append(("unique_prompt_id", E.ExpectColumnValuesToBeUnique(column="prompt_id")))
-    bounds = {
-        "payload": cfg.max_payload_chars,
-        "reference": cfg.max_reference_chars,
-        "tests": cfg.max_tests_chars,
-    }
-    for c, high in bounds.items():
-        if c in present:
-            out.append(
-                ("bounded_lengths", E.ExpectColumnValueLengthsToBeBetween(column=c, max_value=high))
-            )
-    derived = {
-        "_payload_ok": "payload_json_keys",
-        "_tests_ok": "tests_present",
-        "_id_ok": "prompt_id_hash",
-        "_utf8_ok": "utf8",
-        "_ref_ok": "non_empty_reference",
-    }
-    for c, rule in derived.items():
-        out.append((rule, E.ExpectColumnValuesToBeInSet(column=c, value_set=[True])))
-    out.append(
-        ("no_train_eval_leak", E.ExpectColumnValuesToBeInSet(column="_leak", value_set=[False]))
-    )
-    return out
-
-
-def run_suite(
-    frames: Mapping[str, Any], cfg: ValidationConfig, docs_dir: Path | None
-) -> list[Failure]:
-    """Run the GX suite over each named frame (derived columns included); write data docs."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    ctx = gx.get_context(mode="ephemeral")
-    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-    if docs_dir is not None:
-        docs_dir.mkdir(parents=True, exist_ok=True)
-        for site in list(ctx.list_data_docs_sites()):
-            ctx.delete_data_docs_site(site)
-        ctx.add_data_docs_site(
-            site_name="astor_pools",
-            site_config={
-                "class_name": "SiteBuilder",
-                "store_backend": {
-                    "class_name": "TupleFilesystemStoreBackend",
-                    "base_directory": str(docs_dir.resolve()),
-                },
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            },
-        )
-    source = ctx.data_sources.add_pandas("pools")
-    failures: list[Failure] = []
-    for name, frame in frames.items():
-        pairs = _expectations(gx, list(frame.columns), cfg)
-        suite = ctx.suites.add(gx.ExpectationSuite(name=f"pool_{name}"))
-        for rule, exp in pairs:
-            exp.meta = {"rule": rule}
-            suite.add_expectation(exp)
-        batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
-        definition = ctx.validation_definitions.add(
-            gx.ValidationDefinition(data=batch, suite=suite, name=name)
-        )
-        index_cols = ["prompt_id"] if "prompt_id" in frame.columns else []
-        checkpoint = ctx.checkpoints.add(
-            gx.Checkpoint(
-                name=f"check_{name}",
-                validation_definitions=[definition],
-                actions=[gx.checkpoint.UpdateDataDocsAction(name="docs")]
-                if docs_dir is not None
-                else [],
-                result_format={
-                    "result_format": "COMPLETE",
-                    "unexpected_index_column_names": index_cols,
-                },
-            )
-        )
-        result = checkpoint.run(batch_parameters={"dataframe": frame})
-        for vr in result.run_results.values():
-            for r in vr.results:
-                if r.success:
-                    continue
-                cfg_ = r.expectation_config
-                column = str(cfg_.kwargs.get("column", ""))
-                res = r.result or {}
-                ids = [
-                    str(row.get("prompt_id", "?")) if isinstance(row, Mapping) else f"row {row}"
-                    for row in res.get("unexpected_index_list") or []
-                ]
-                detail = ""
-                if r.exception_info and r.exception_info.get("raised_exception"):
-                    detail = str(r.exception_info.get("exception_message", ""))[:200]
-                if cfg_.type == "expect_column_to_exist":
-                    detail = f"column '{column}' is missing"
-                failures.append(
-                    Failure(
-                        pool=name,
-                        rule=str((cfg_.meta or {}).get("rule", cfg_.type)),
-                        expectation=cfg_.type,
-                        column=column,
-                        count=int(res.get("unexpected_count") or (1 if not ids else len(ids))),
-                        examples=list(dict.fromkeys(ids))[: cfg.example_rows],
-                        detail=detail,
-                    )
-                )
-    return failures
-
-
 def self_check(
     frame: Any, pool: str, cfg: ValidationConfig, min_rate: float, sandbox: Any = None
 ) -> tuple[dict[str, int], list[Failure]]:
@@ -362,30 +232,37 @@ def pool_files(path: Path) -> dict[str, list[Path]]:
     if not path.is_dir():
         raise PoolReadError(f"{path}: no such pool file or folder")
     out: dict[str, list[Path]] = {}
-    default = [p for p in (path / "train.parquet", path / "eval.parquet") if p.is_file()]
+    default = [p for p in pool_paths(path).values() if p.is_file()]
     if default:
         out["default"] = default
-    for p in sorted((path / "real").glob("*.parquet")):
+    for p in real_pool_paths(path):
         out[f"real_{p.stem}"] = [p]
     if not out:
-        raise PoolReadError(f"{path}: no pool files (train.parquet, eval.parquet, real/*.parquet)")
+        names = ", ".join([*POOL_FILES.values(), f"{REAL_DIR}/*.parquet"])
+        raise PoolReadError(f"{path}: no pool files ({names})")
     return out
 
 
 def validate_path(
-    path: Path, cfg: ValidationConfig = ValidationConfig(), sandbox: Any = None
+    path: Path,
+    cfg: ValidationConfig = ValidationConfig(),
+    sandbox: Any = None,
+    contents: Mapping[Path, bytes] | None = None,
 ) -> ValidationReport:
-    """Validate the pools at path; the structural suite first, then the reference self-check."""
+    """Validate the pools at path; the structural suite first, then the reference self-check.
+    `contents`: pool files already read (path -> bytes), parsed instead of read again."""
     import pandas as pd
 
     frames: dict[str, Any] = {}
     for name, files in pool_files(path).items():
         parts, flags = [], []
         for f in files:
-            frame, ok = read_pool(f)
+            frame, ok = read_pool(f, (contents or {}).get(f))
             parts.append(frame)
             flags.extend(ok)
         frames[name] = derive_columns(pd.concat(parts, ignore_index=True), flags)
+    from astor_core.data.expectations import run_suite
+
     failures = run_suite(frames, cfg, Path(cfg.docs_dir) if cfg.docs_dir else None)
     checks: dict[str, dict[str, int]] = {}
     if not failures:
@@ -404,3 +281,25 @@ def validate_path(
         self_check=checks,
         docs_index=str(index) if index is not None and index.exists() else "",
     )
+
+
+class PoolValidationError(RuntimeError):
+    """The pools broke a validation rule: nothing downstream may run."""
+
+
+def validate_pools_dir(
+    pools_dir: str | Path,
+    cfg: ValidationConfig | None = None,
+    contents: Mapping[Path, bytes] | None = None,
+) -> dict[str, Any]:
+    """Validate a pools folder before a run (from `contents`, its files' bytes already read,
+    when given); raise :class:`PoolValidationError` naming the broken rules. Returns the rows per
+    pool and the self-check counts."""
+    report = validate_path(Path(pools_dir), cfg or ValidationConfig(), contents=contents)
+    if not report.success:
+        rules = sorted({f"{f.pool}:{f.rule}" for f in report.failures})
+        raise PoolValidationError(
+            f"pools at {pools_dir} failed validation ({len(report.failures)} rule(s): "
+            f"{', '.join(rules)}); run `astor pools validate {pools_dir}` for the table"
+        )
+    return {"summary": report.pools, "self_check": report.self_check}

@@ -141,3 +141,54 @@ def resume(root: str | Path, trainer: Any) -> tuple[int, dict[str, Any]] | None:
     """Load the latest complete checkpoint under root into trainer; None when there is none."""
     ck = latest_checkpoint(root)
     return None if ck is None else load_checkpoint(ck, trainer)
+
+
+def save_hook(accelerator: Any, tokenizer: Any) -> Any:
+    """accelerate's save-state pre-hook for a trainer: each prepared model as a
+    save_pretrained folder (model/, model_1/, ...; the tokenizer beside the first) instead of
+    accelerate's raw weight files."""
+
+    def hook(models: list[Any], weights: list[Any], output_dir: str) -> None:
+        if accelerator.is_main_process:
+            for i, m in enumerate(models):
+                target = Path(output_dir) / ("model" if i == 0 else f"model_{i}")
+                accelerator.unwrap_model(m).save_pretrained(target)
+                if i == 0:
+                    tokenizer.save_pretrained(target)
+        weights.clear()
+
+    return hook
+
+
+def load_hook(accelerator: Any) -> Any:
+    """accelerate's load-state pre-hook matching :func:`save_hook`: weights from each
+    save_pretrained folder (LoRA adapters only for a PEFT model), tied weights allowed
+    missing, anything else missing or unexpected an error."""
+
+    def hook(models: list[Any], input_dir: str) -> None:
+        from safetensors.torch import load_file
+
+        from astor_core.policy.memory import is_peft, load_adapter_state
+
+        for i in range(len(models)):
+            model = accelerator.unwrap_model(models.pop(0))
+            src = Path(input_dir) / ("model" if i == 0 else f"model_{i}")
+            state: dict[str, Any] = {}
+            for f in sorted(src.glob("*.safetensors")):
+                state.update(load_file(str(f)))
+            if not state:
+                raise FileNotFoundError(f"no safetensors weights under {src}")
+            if is_peft(model):  # model/ holds the adapters only; the base is the config's model
+                load_adapter_state(model, state)
+                continue
+            missing, unexpected = model.load_state_dict(state, strict=False)
+            tied = {n for n, _ in model.named_parameters(remove_duplicate=False)} - {
+                n for n, _ in model.named_parameters()
+            }
+            bad = [k for k in missing if k not in tied]
+            if bad or unexpected:
+                raise ValueError(
+                    f"checkpoint {src} does not match the model: missing {bad}, unexpected {unexpected}"
+                )
+
+    return hook

@@ -29,34 +29,10 @@ class GRPOConfig:
     epsilon_high: float = 0.2
     """Upper clip range of the importance ratio (ratio <= 1 + epsilon_high); DAPO uses 0.28."""
     scale_rewards: bool = True
-    """Divide group-centred rewards by the group's standard deviation (False gives Dr. GRPO's advantages)."""
-    adv_eps: float = 1e-4
-    """Added to the group std before dividing, as in TRL."""
+    """Divide group-centred rewards by the group's standard deviation (False gives Dr. GRPO's
+    advantages); astor_core.method.advantages.group_advantages computes them."""
     max_completion_length: int = 128
     """Completion length used as the dr_grpo normaliser (the sampling budget, not the batch's max)."""
-
-
-def group_advantages(
-    rewards: torch.Tensor, group_size: int, scale: bool = True, eps: float = 1e-4
-) -> torch.Tensor:
-    """Group-normalised advantages for rewards laid out group after group.
-
-    A_i = (R_i - mean(R_group)) / (std(R_group) + eps), std unbiased as in TRL; `scale=False`
-    keeps only the centring. A group whose rewards are all equal gets zero advantages.
-
-    >>> group_advantages(torch.tensor([1.0, 0.0, 0.5, 0.5]), group_size=2, scale=False).tolist()
-    [0.5, -0.5, 0.0, 0.0]
-    """
-    if rewards.dim() != 1 or rewards.numel() % group_size != 0:
-        raise ValueError(
-            f"rewards must be 1-D with a length divisible by group_size={group_size}, got shape {tuple(rewards.shape)}"
-        )
-    grouped = rewards.view(-1, group_size)
-    centred = grouped - grouped.mean(dim=1, keepdim=True)
-    if scale:
-        std = grouped.std(dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(centred)
-        centred = centred / (std + eps)
-    return centred.reshape(-1)
 
 
 def k3_kl(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:

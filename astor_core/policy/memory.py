@@ -144,3 +144,29 @@ def load_adapter_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -
     unexpected = list(getattr(result, "unexpected_keys", []) or [])
     if unexpected or not state:
         raise ValueError(f"adapter checkpoint does not match the model: unexpected {unexpected}")
+
+
+def apply_memory_levers(
+    model: torch.nn.Module, lora: LoRAConfig, gradient_checkpointing: bool, mixed_precision: str
+) -> torch.nn.Module:
+    """LoRA adapters and gradient checkpointing as configured; fp32 master weights checked."""
+    if lora.enabled:
+        model = apply_lora(model, lora)
+    if gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    check_master_weights(model, mixed_precision)
+    return model
+
+
+def frozen_reference(
+    model: torch.nn.Module, ref_model: torch.nn.Module | None, lora: bool
+) -> torch.nn.Module | None:
+    """The frozen reference model; None under LoRA (the base with adapters disabled is it)."""
+    if lora:
+        if ref_model is not None:
+            raise ValueError("ref_model must be None with LoRA: the reference is the base model")
+        return None
+    ref = ref_model if ref_model is not None else copy.deepcopy(model)
+    ref.requires_grad_(False)
+    ref.eval()
+    return ref

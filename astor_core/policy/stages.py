@@ -1,6 +1,6 @@
 """Policy stages for the flow, with plain inputs and outputs (no Prefect, no MLflow).
 
-The lead's astor_core/pipeline.py drives a PolicyTrainer directly (sample, update, greedy,
+astor_core.run.stages drives a PolicyTrainer directly (sample, update, greedy,
 save_checkpoint); these functions are the same steps for callers that hold a bare model or
 engine (the CLI's `astor model eval`, the benchmarks, the 30-round experiment).
 """

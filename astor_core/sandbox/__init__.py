@@ -5,7 +5,8 @@ See docs/SANDBOX.md for the design, the threat model and the residual risks.
 
 from astor_core.sandbox.api import Check, Job, Limits, Outcome, Status
 from astor_core.sandbox.config import SandboxConfig
-from astor_core.sandbox.pool import Sandbox, SandboxUnavailable, default_sandbox
+from astor_core.sandbox.pool import Sandbox, default_sandbox, shared_sandbox
+from astor_core.sandbox.worker import SandboxUnavailable
 
 __all__ = [
     "Check",
@@ -17,4 +18,5 @@ __all__ = [
     "SandboxUnavailable",
     "Status",
     "default_sandbox",
+    "shared_sandbox",
 ]

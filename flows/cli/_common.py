@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import typer
 
@@ -45,3 +46,41 @@ def fail(message: str) -> typer.Exit:
     """Print `error: message` to stderr and return the Exit(1) to raise."""
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code=1)
+
+
+DEBUG = False
+"""Set by `astor --debug`: user errors keep their traceback."""
+
+USER_ERRORS: dict[str, int] = {
+    "astor_core.config:ConfigError": 2,
+    "astor_core.data.pools:PoolsMissing": 2,
+    "astor_core.data.validation:PoolValidationError": 1,
+    "astor_core.data.validation:PoolReadError": 1,
+    "astor_core.data.adapters:SourceError": 1,
+    "astor_core.sandbox.worker:SandboxUnavailable": 1,
+    "astor_core.tasks.benchmarks:BenchmarkInputError": 1,
+}
+"""'module:Exception' -> exit code of the errors a user can fix (input, set-up), reported in
+one line. Looked up only in modules already imported: an exception of a module never
+imported cannot have been raised, and `astor --help` stays fast."""
+
+
+def user_error_code(exc: BaseException) -> int | None:
+    """The exit code of a user error, None for anything else (a bug keeps its traceback)."""
+    for path, code in USER_ERRORS.items():
+        module, name = path.split(":")
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(exc, getattr(loaded, name)):
+            return code
+    return None
+
+
+def report_user_error(exc: BaseException) -> None:
+    """Print a user error as one `error: ...` line and exit with its code (unless --debug);
+    return for anything else."""
+    code = user_error_code(exc)
+    if code is None or DEBUG:
+        return
+    message = " ".join(str(exc).split())
+    typer.echo(f"error: {message} (--debug shows the traceback)", err=True)
+    raise SystemExit(code) from None

@@ -77,8 +77,8 @@ def planning_scale(
     import numpy as np
 
     from astor_core import TASKS
-    from astor_core.scheduler import SchedulerConfig, make_scheduler
-    from astor_core.utility import PromptFeedback, RoundFeedback
+    from astor_core.method.scheduler import SchedulerConfig, make_scheduler
+    from astor_core.method.utility import PromptFeedback, RoundFeedback
 
     tasks = list(TASKS[:n_tasks]) if n_tasks <= len(TASKS) else [f"task{i}" for i in range(n_tasks)]
     per = [n_prompts // n_tasks + (i < n_prompts % n_tasks) for i in range(n_tasks)]

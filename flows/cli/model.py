@@ -29,13 +29,13 @@ def _config(path: Path) -> Any:
 
 
 def _train_records(pools: Path, split: str = "train") -> list[dict]:
-    import pandas as pd
+    from astor_core.data.pools import PoolsMissing, read_records
 
-    path = pools / f"{split}.parquet"
-    if not path.exists():
-        typer.echo(f"error: pool file {path} is missing: run `astor pools build` first", err=True)
-        raise typer.Exit(2)
-    return pd.read_parquet(path).to_dict(orient="records")
+    try:
+        return read_records(pools, split)
+    except PoolsMissing as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 ConfigOpt = typer.Option(

@@ -130,19 +130,17 @@ def stats(
 
     from astor_core import TASKS
     from astor_core.data.build import pool_stats
+    from astor_core.data.pools import pool_paths, real_pool_paths
     from astor_core.data.validation import read_pool
 
     cfg = _config(config)
     root = pools_dir or Path(cfg.pools_dir)
-    files = [root / "train.parquet", root / "eval.parquet"]
+    files = list(pool_paths(root).values())
     if not all(f.is_file() for f in files):
         typer.secho(f"error: no pools under {root}; run `astor pools build`", err=True, fg="red")
         raise typer.Exit(1)
     default = [r for f in files for r in read_pool(f)[0].to_dict("records")]
-    real = {
-        p.stem: read_pool(p)[0].to_dict("records")
-        for p in sorted((root / "real").glob("*.parquet"))
-    }
+    real = {p.stem: read_pool(p)[0].to_dict("records") for p in real_pool_paths(root)}
     s = pool_stats(default, real)
     console = Console(width=160)
     table = Table(title=f"default pools ({root})")

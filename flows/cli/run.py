@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -18,8 +18,19 @@ SetOpt = Annotated[
 ]
 
 
+def checked_config(config: Path, overrides: list[str] | None) -> Any:
+    """The run's config, type- and range-checked before any flow starts (a bad value raises
+    ConfigError: one line, exit 2)."""
+    from astor_core.config import load_config
+
+    return load_config(config, list(overrides or []))
+
+
 def train(config: ConfigOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Train (or resume) one run with the scheduler named in train.scheduler."""
+    from astor_core.data.pools import require_pools
+
+    require_pools(checked_config(config, set_).data.pools_dir)
     local_run_env()
     from flows.training import train_flow
 
@@ -36,6 +47,7 @@ def demo(
 ) -> None:
     """The whole pipeline on the embedded default: pools, validation, tiny model, SFT warm-start,
     ASTOR RL rounds and held-out evaluation; ends with the commands that open the UIs."""
+    checked_config(config, set_)
     local_run_env()
     from flows.demo import run_demo
 
@@ -52,6 +64,7 @@ def serve(
     set_: SetOpt = None,
 ) -> None:
     """Serve the training flow on this machine with a cron schedule (flow.serve)."""
+    checked_config(config, set_)
     quiet_env()
     from flows.training import train_flow
 
@@ -141,20 +154,20 @@ def evaluate(
     import json
     from dataclasses import replace
 
-    import pandas as pd
-
     from astor_core import TASKS
     from astor_core.config import load_config
+    from astor_core.data.pools import read_records
     from astor_core.evaluation import eval_subset, macro_average
-    from astor_core.pipeline import evaluate_policy
     from astor_core.policy.trainer import PolicyTrainer
+    from astor_core.run.stages import evaluate_policy
 
     cfg = load_config(config, list(set_ or []))
     path = model or Path(cfg.train.run_dir) / "policy"
     cfg.sections["model"] = replace(cfg.model, name_or_path=str(path))
     policy = PolicyTrainer.from_config(cfg, seed=cfg.train.seed)
-    frame = pd.read_parquet(Path(cfg.data.pools_dir) / "eval.parquet")
-    records = eval_subset(frame.to_dict(orient="records"), TASKS, cfg.train.eval_items_per_task)
+    records = eval_subset(
+        read_records(cfg.data.pools_dir, "eval"), TASKS, cfg.train.eval_items_per_task
+    )
     table = evaluate_policy(policy, records, cfg)
     result = {"model": str(path), "average_mean_reward": macro_average(table), "tasks": table}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -199,6 +212,7 @@ def compare(
     runs of one MLflow parent run, then regenerate docs/RESULTS.md from MLflow."""
     if ctx.invoked_subcommand is not None:
         return
+    checked_config(config, set_)
     local_run_env()
     from flows.compare import compare_flow
 

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from astor_core import TASKS
-from astor_core.data.synthetic import TEMPLATES, SyntheticConfig, generate, iter_items, prompt_text
+from astor_core.data.synthetic import SyntheticConfig, generate, iter_items, prompt_text
+from astor_core.data.templates import TEMPLATES
 
 
 @pytest.mark.parametrize("task", TASKS)

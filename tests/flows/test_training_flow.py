@@ -13,8 +13,10 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from astor_core import TASKS, pipeline
+from astor_core import TASKS
+from astor_core.data.pools import read_pools
 from astor_core.policy.checkpoint import complete_rounds
+from astor_core.run import stages
 from flows import tracking
 from flows.training import train_flow
 
@@ -31,7 +33,7 @@ SERIES_PER_TASK = (
     "beta",
     "kl",
     "mean_reward",
-    "zero_variance_frac",
+    "zero_variance_fraction",
 )
 
 
@@ -68,7 +70,7 @@ def test_flow_tracks_every_series_every_round(prefect_harness, mini_run: Path) -
     )
     assert client.list_artifacts(run.info.run_id, "policy")
     pools_dir = yaml.safe_load(mini_run.read_text())["data"]["pools_dir"]
-    assert run.data.tags["dvc.pools_digest"] == pipeline.pools_digest(pools_dir)
+    assert run.data.tags["dvc.pools_digest"] == read_pools(pools_dir).digest
     flow_run_id = run.data.tags["prefect.flow_run_id"]
     names = _task_run_names(flow_run_id)
     for stage in (
@@ -76,7 +78,7 @@ def test_flow_tracks_every_series_every_round(prefect_harness, mini_run: Path) -
         "schedule",
         "rollout",
         "train-round",
-        "recompute-utility",
+        "update-scheduler-and-kl",
         "evaluate",
         "checkpoint",
     ):
@@ -87,7 +89,7 @@ def test_flow_tracks_every_series_every_round(prefect_harness, mini_run: Path) -
 
 def test_transient_reward_failure_is_retried(prefect_harness, mini_run: Path, monkeypatch) -> None:
     calls = {"n": 0}
-    real = pipeline.score_chunk
+    real = stages.score_chunk
 
     def flaky(chunk):
         calls["n"] += 1
@@ -95,7 +97,7 @@ def test_transient_reward_failure_is_retried(prefect_harness, mini_run: Path, mo
             raise ConnectionError("reward worker died (injected)")
         return real(chunk)
 
-    monkeypatch.setattr(pipeline, "score_chunk", flaky)
+    monkeypatch.setattr(stages, "score_chunk", flaky)
     result = train_flow(
         str(mini_run),
         overrides=["train.rounds=1", "train.eval_every=1", "train.train_stage_tags=[gpu]"],
@@ -113,7 +115,7 @@ def test_transient_reward_failure_is_retried(prefect_harness, mini_run: Path, mo
 def test_permanent_failure_fails_flow_and_keeps_checkpoint(
     prefect_harness, mini_run: Path, monkeypatch
 ) -> None:
-    real = pipeline.score_chunk
+    real = stages.score_chunk
     state = {"ok_calls": 0}
 
     def broken_after_first_round(chunk):
@@ -124,7 +126,7 @@ def test_permanent_failure_fails_flow_and_keeps_checkpoint(
         state["ok_calls"] += 1
         return real(chunk)
 
-    monkeypatch.setattr(pipeline, "score_chunk", broken_after_first_round)
+    monkeypatch.setattr(stages, "score_chunk", broken_after_first_round)
     with pytest.raises(RuntimeError, match="permanently broken"):
         train_flow(str(mini_run), overrides=["train.reward_retries=1"])
     root = mini_run.parent / "run" / "checkpoints"

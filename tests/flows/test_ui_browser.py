@@ -69,7 +69,7 @@ def test_prefect_and_mlflow_pages_in_chromium(mini_assets: Path, tmp_path: Path)
     assert "round 1 done" in page["prefect_flow_run"]  # the per-round log line
     for stage in ("validate-pools", "schedule-r1", "rollout", "sandboxed-reward", "train-round"):
         assert stage in page["prefect_task_runs"], stage
-    for stage in ("recompute-utility", "evaluate", "checkpoint"):
+    for stage in ("update-scheduler-and-kl", "evaluate", "checkpoint"):
         assert stage in page["prefect_task_runs"], stage
 
     # MLflow: both runs compared, every per-task series in the comparison table

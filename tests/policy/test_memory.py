@@ -12,9 +12,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, Qwen2ForCausalLM
 
+from astor_core.policy.batches import Sample
 from astor_core.policy.grpo import k3_kl
 from astor_core.policy.memory import LoRAConfig
-from astor_core.policy.trainer import PolicyTrainer, Sample, TrainerConfig
+from astor_core.policy.trainer import PolicyTrainer, TrainerConfig
 
 LORA = TrainerConfig(
     lora=LoRAConfig(r=4, alpha=8), learning_rate=1e-2, max_grad_norm=0.0, micro_batch_size=4

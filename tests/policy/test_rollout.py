@@ -59,7 +59,7 @@ def test_engine_logprobs_match_trainer_recomputation(micro, temperature: float) 
         PROMPTS, 2, SamplingParams(max_new_tokens=7, temperature=temperature, seed=1)
     )
     trainer = PolicyTrainer(model, tok, TrainerConfig(temperature=temperature), cpu=True)
-    from astor_core.policy.trainer import Sample
+    from astor_core.policy.batches import Sample
 
     samples = [Sample("t", r.prompt_ids, r.completion_ids, 0.0, r.logprobs) for r in out]
     batch = trainer._batch_tensors(samples)

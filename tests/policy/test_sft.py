@@ -45,7 +45,8 @@ def test_sft_runs_and_lowers_the_loss(
     after, tok = load_model(ModelConfig(str(out), device="cpu"))
     assert tok.padding_side == "left"
     # the reference completions are more likely after SFT
-    from astor_core.policy.trainer import PolicyTrainer, Sample, TrainerConfig
+    from astor_core.policy.batches import Sample
+    from astor_core.policy.trainer import PolicyTrainer, TrainerConfig
 
     pairs = sft_pairs(records)[:8]
     samples = [

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from astor_core.policy.batches import Sample
 from astor_core.policy.checkpoint import latest_checkpoint, load_checkpoint
 from astor_core.policy.grpo import GRPOConfig
 from astor_core.policy.rollout import RolloutConfig, SamplingParams
-from astor_core.policy.trainer import PolicyTrainer, Sample, TrainerConfig
+from astor_core.policy.trainer import PolicyTrainer, TrainerConfig
 
 
 def _paired_samples(rng: random.Random, vocab: int, marker_a: int, marker_b: int) -> list[Sample]:

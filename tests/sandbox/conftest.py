@@ -14,7 +14,7 @@ HACK_LIMITS = Limits(wall_s=1.5, cpu_s=1.0, memory_mb=256, max_output_bytes=16 *
 
 
 def sandbox_uid_range() -> range:
-    """Host uids that job processes of this test process may use (see pool._uid_for)."""
+    """Host uids that job processes of this test process may use (see astor_core.sandbox.bwrap.uid_for)."""
     base = 1_000_000 + (os.getpid() % (1 << 20)) * 64
     return range(base, base + 64)
 

@@ -13,7 +13,7 @@ from astor_core.sandbox import (
     SandboxUnavailable,
     _harness,
 )
-from astor_core.sandbox.pool import parse_answer
+from astor_core.sandbox.worker import parse_answer
 
 
 def test_checks_are_independent_and_ordered(box):
@@ -155,6 +155,20 @@ def test_default_sandbox_is_shared():
     first = default_sandbox()
     assert default_sandbox() is first
     assert first.run(Job("x = 1", (Check("assert x == 1"),))).all_passed
+
+
+def test_shared_sandbox_is_one_pool_per_config_rebuilt_once_closed():
+    from astor_core.sandbox import SandboxConfig, shared_sandbox
+
+    cfg = SandboxConfig(workers=1)
+    box = shared_sandbox(cfg)
+    assert shared_sandbox(SandboxConfig(workers=1)) is box  # equal configs share a pool
+    assert shared_sandbox(SandboxConfig(workers=1, tmpfs_mb=64)) is not box
+    box.close()
+    assert box.closed
+    again = shared_sandbox(cfg)
+    assert again is not box and not again.closed
+    assert again.run(Job("x = 1", (Check("assert x == 1"),))).all_passed
 
 
 # CRUXEval sample_566 and sample_621 (reference code; output mode), verbatim.

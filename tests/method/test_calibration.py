@@ -1,4 +1,4 @@
-"""Tests of astor_core.calibration: utility-scaled KL targets and per-task controllers."""
+"""Tests of astor_core.method.calibration: utility-scaled KL targets and per-task controllers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from astor_core.calibration import CalibrationConfig, Calibrator, kl_targets, make_calibrator
+from astor_core.method.calibration import CalibrationConfig, Calibrator, kl_targets, make_calibrator
 
 TASKS = ["a", "b", "c"]
 

@@ -1,4 +1,4 @@
-"""Tests of astor_core.scheduler: level-1 shares and budgets, level-2 selection, resume."""
+"""Tests of astor_core.method.scheduler: level-1 shares and budgets, level-2 selection, resume."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from astor_core.scheduler import (
+from astor_core.method.advantages import group_advantages
+from astor_core.method.scheduler import (
     RoundPlan,
     SchedulerConfig,
     largest_remainder,
     make_scheduler,
     top_k_random_ties,
 )
-from astor_core.utility import PromptFeedback, RoundFeedback, group_advantages
+from astor_core.method.utility import PromptFeedback, RoundFeedback
 
 NAMES = [
     "astor",

@@ -10,7 +10,7 @@ Implements section 1 of ASTOR_METHOD.md (formulas as implemented: docs/METHOD.md
 - utility ``U_k = LP_k + eta * sum_{j != k} S_kj LP_j``.
 
 Public API: :class:`UtilityConfig`, :class:`PromptFeedback`, :class:`RoundFeedback`,
-:class:`PromptPosteriors`, :class:`UtilityTracker`, :func:`group_advantages`,
+:class:`PromptPosteriors`, :class:`UtilityTracker`,
 :func:`beta_informativeness`, :func:`cosine_matrix`.
 """
 
@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from astor_core.method.advantages import group_advantages
 
 
 @dataclass
@@ -43,8 +45,6 @@ class UtilityConfig:
     """Weight of the newest round in the EMA of the gradient-cosine synergy matrix."""
     eta: float = 0.5
     """Weight of transferred potential sum_{j != k} S_kj LP_j in the utility U_k."""
-    advantage_eps: float = 1e-6
-    """eps in A_i = (R_i - mean R) / (std R + eps) when advantages are computed here."""
 
     def __post_init__(self) -> None:
         if self.prior_a <= 0 or self.prior_b <= 0:
@@ -121,22 +121,6 @@ def beta_informativeness(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """
     s = a + b
     return a * b / (s * (s + 1.0))
-
-
-def group_advantages(rewards: Any, normalize_std: bool = True, eps: float = 1e-6) -> np.ndarray:
-    """GRPO advantages of a group (or of each row of a 2-D array of groups):
-    (R - mean R) / (std R + eps), or R - mean R without std normalisation.
-
-    >>> group_advantages([1.0, 0.0]).round(3).tolist()
-    [1.0, -1.0]
-    >>> group_advantages([[0.5, 0.5], [0.0, 1.0]]).round(3).tolist()
-    [[0.0, 0.0], [-1.0, 1.0]]
-    """
-    r = np.asarray(rewards, dtype=np.float64)
-    centred = r - r.mean(axis=-1, keepdims=True)
-    if not normalize_std:
-        return centred
-    return centred / (r.std(axis=-1, keepdims=True) + eps)
 
 
 def _as_vector(value: Any, task: str) -> np.ndarray:
@@ -389,10 +373,7 @@ class UtilityTracker:
         """The trainer's advantages where given, GRPO's std-normalised ones otherwise (flat)."""
         if not items:
             return flat
-        mean = (sums / sizes)[group]
-        centred = flat - mean
-        std = np.sqrt(np.bincount(group, weights=centred**2) / sizes)[group]
-        adv = centred / (std + self.config.advantage_eps)
+        adv = group_advantages(flat, sizes)
         offset = 0
         for n, item in enumerate(items):
             size = int(sizes[n])

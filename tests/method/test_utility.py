@@ -1,15 +1,11 @@
-"""Tests of astor_core.utility: posteriors, informativeness, learning potential, synergy, utility."""
+"""Tests of astor_core.method.utility: posteriors, informativeness, learning potential, synergy, utility."""
 
 from __future__ import annotations
-
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 
-from astor_core.utility import (
+from astor_core.method.utility import (
     PromptFeedback,
     RoundFeedback,
     UtilityConfig,
@@ -78,7 +74,7 @@ def test_advantages_default_to_grpo() -> None:
     tr = UtilityTracker(POOLS, UtilityConfig(lp_ema=1.0))
     tr.update(RoundFeedback(0, [PromptFeedback("b", "b0", [1.0, 0.0, 0.0, 0.0])]))
     r = np.array([1.0, 0.0, 0.0, 0.0])
-    expected = np.abs((r - r.mean()) / (r.std() + 1e-6)).mean()
+    expected = np.abs((r - r.mean()) / (r.std(ddof=1) + 1e-4)).mean()  # docs/METHOD.md
     assert tr.abs_adv[1] == pytest.approx(expected)
 
 
@@ -161,20 +157,3 @@ def test_state_round_trip() -> None:
     other.load_state_dict(tr.state_dict())
     assert other.state_dict() == tr.state_dict()
     assert np.array_equal(other.utilities(), tr.utilities())
-
-
-def test_astor_core_imports_neither_prefect_nor_mlflow() -> None:
-    code = textwrap.dedent(
-        """
-        import importlib, pkgutil, sys
-        import astor_core
-        for mod in pkgutil.walk_packages(astor_core.__path__, "astor_core."):
-            importlib.import_module(mod.name)
-        bad = sorted(m for m in sys.modules if m.split(".")[0] in ("prefect", "mlflow"))
-        print("IMPORTED", len([m for m in sys.modules if m.startswith("astor_core")]))
-        assert not bad, bad
-        """
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert int(out.stdout.split()[-1]) >= 5

@@ -1,14 +1,12 @@
-"""Pipeline reward fan-out: chunks that mix tasks, scored each by its own task's verifier."""
+"""Run stages: reward fan-out: chunks that mix tasks, scored each by its own task's verifier."""
 
 from __future__ import annotations
 
 import math
 from types import SimpleNamespace
 
-import pytest
-
-from astor_core import pipeline
 from astor_core.config import load_config
+from astor_core.run import stages
 from astor_core.tasks import get_task
 from tests.tasks.conftest import record
 
@@ -33,7 +31,7 @@ def _round(chunk_size: int, group_size: int = 3):
         completions += [repr(k + 1), repr(k), "not a literal("][:group_size]
     items = list(records)
     rollouts = [SimpleNamespace(completion=c) for c in completions]
-    batch = pipeline.RolloutBatch(0, items, group_size, rollouts)
+    batch = stages.RolloutBatch(0, items, group_size, rollouts)
     cfg = load_config(None, [f"train.reward_chunk_size={chunk_size}"])
     return records, batch, cfg
 
@@ -41,7 +39,7 @@ def _round(chunk_size: int, group_size: int = 3):
 def test_chunks_span_tasks_and_cover_every_completion_once() -> None:
     records, batch, cfg = _round(chunk_size=4)
     ctx = SimpleNamespace(cfg=cfg, train_records=records)
-    chunks = pipeline.reward_chunks(ctx, batch)
+    chunks = stages.reward_chunks(ctx, batch)
     assert len(chunks) == math.ceil(len(batch) / 4)  # not one chunk per task and size
     assert sorted(i for c in chunks for i in c.indices) == list(range(len(batch)))
     assert any(len(set(c.tasks)) > 1 for c in chunks)
@@ -54,41 +52,14 @@ def test_chunks_span_tasks_and_cover_every_completion_once() -> None:
 def test_mixed_chunk_scores_each_completion_with_its_task() -> None:
     records, batch, cfg = _round(chunk_size=64)
     ctx = SimpleNamespace(cfg=cfg, train_records=records)
-    (chunk,) = pipeline.reward_chunks(ctx, batch)
-    scored = pipeline.score_chunk(chunk)
+    (chunk,) = stages.reward_chunks(ctx, batch)
+    scored = stages.score_chunk(chunk)
     assert [s["index"] for s in scored] == chunk.indices
     for s, name, rec, completion in zip(
         scored, chunk.tasks, chunk.records, chunk.completions, strict=True
     ):
         (expected,) = get_task(name).score_batch([rec], [completion], None)
         assert (s["value"], s["reason"]) == (float(expected.value), expected.reason)
-    values = pipeline.reward_vector(batch, scored)
+    values = stages.reward_vector(batch, scored)
     assert values[0] == 1.0 and values[3] == 1.0  # exact commit messages
     assert values[6] == 1.0 and values[7] == 0.0  # right and wrong output predictions
-
-
-def test_plot_history_draws_every_series_and_leaves_no_open_pyplot_figure() -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = ["code_reasoning", "commit_message"]
-    series = ("utility", "share", "beta", "kl", "mean_reward", "learning_potential")
-    history = [
-        {
-            "round": r,
-            "per_task": {t: {s: 0.1 * (r + 1) for s in series} for t in tasks},
-            "synergy_matrix": [[1.0, -0.2], [-0.2, 1.0]],
-        }
-        for r in range(3)
-    ]
-    before = plt.get_fignums()
-    for _ in range(25):  # more than pyplot's 20-open-figures warning threshold
-        figures = pipeline.plot_history(history, tasks)
-    assert plt.get_fignums() == before
-    assert set(figures) == {f"{s}_trajectory" for s in series} | {"synergy_heatmap"}
-    for s in series:
-        (ax,) = figures[f"{s}_trajectory"].axes
-        lines = [list(line.get_ydata()) for line in ax.get_lines()]
-        assert lines == [pytest.approx([0.1, 0.2, 0.3])] * 2

@@ -13,7 +13,7 @@ Names (:data:`SCHEDULER_NAMES`): ``astor``; ``uniform`` (equal shares, uniform p
 ``proportional`` (shares proportional to pool sizes); ``specialist:<task>``; ``ucb``
 (DUMP-style UCB over tasks); ablations ``astor_no_synergy`` (eta = 0), ``astor_no_prio``
 (uniform prompts within tasks), ``astor_fixed_beta`` (the astor scheduler; its calibrator
-is fixed, see :func:`astor_core.calibration.make_calibrator`).
+is fixed, see :func:`astor_core.method.calibration.make_calibrator`).
 
 Level 1: shares ``w = (1 - eps) softmax(U / tau) + eps / K``, the budget of B prompts split by
 largest remainder (capped by pool sizes). Level 2: Thompson sampling ``p ~ Beta(a, b)``, score
@@ -30,12 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from astor_core.utility import (
+from astor_core.method.advantages import group_advantages
+from astor_core.method.utility import (
     PromptFeedback,
     RoundFeedback,
     UtilityConfig,
     UtilityTracker,
-    group_advantages,
 )
 
 __all__ = [
@@ -428,12 +428,11 @@ class UCBScheduler(Scheduler):
 
     def observe(self, feedback: RoundFeedback) -> None:
         pos = {t: n for n, t in enumerate(self.tasks)}
-        eps = self.config.utility.advantage_eps
         for item in feedback.prompts:
             t = pos[item.task]
             adv = item.advantages
             if adv is None:
-                adv = group_advantages(item.rewards, eps=eps).tolist()
+                adv = group_advantages(item.rewards).tolist()
             self.windows[t].extend(abs(float(a)) for a in adv)
             self.counts[t] += len(adv)
         w = self.config.ucb.window
