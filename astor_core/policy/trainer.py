@@ -28,6 +28,7 @@ from astor_core.policy.grpo import (
     group_advantages,
     grpo_loss,
     normaliser_for,
+    tis_weights,
 )
 from astor_core.policy.memory import (
     LoRAConfig,
@@ -44,6 +45,7 @@ from astor_core.policy.rollout import (
     Rollout,
     RolloutConfig,
     RolloutEngine,
+    check_training_sync,
     make_engine,
 )
 
@@ -113,6 +115,8 @@ class Sample:
     advantage: float
     old_logprobs: list[float] | None = None
     """The engine's log-probs of completion_ids (used when use_rollout_logprobs)."""
+    engine_logprobs: list[float] | None = None
+    """The engine's log-probs when old_logprobs are the trainer's (grpo.tis_cap > 0): the TIS denominator."""
 
 
 @dataclass
@@ -338,6 +342,7 @@ class PolicyTrainer:
 
     def sample(self, prompts: list[str], n: int, seed: int | None = None) -> list[Rollout]:
         """n rollouts per prompt from the current policy with the configured sampling params."""
+        check_training_sync(self.rollout_cfg)
         self.engine.sync_weights(self.unwrapped_model)
         params = self.rollout_cfg.sampling
         if seed is not None:
@@ -378,11 +383,14 @@ class PolicyTrainer:
             Sample(t, list(r.prompt_ids), list(r.completion_ids), float(a), list(r.logprobs))
             for r, t, a in zip(rollouts, tasks, adv.tolist(), strict=True)
         ]
+        if g.tis_cap > 0:
+            samples = with_trainer_old_logprobs(self, samples)
         minis = mini_batches(samples, group_size, self.cfg.steps_per_round)
         old = (
             self.cfg.use_rollout_logprobs
             or self.cfg.num_iterations > 1
             or self.cfg.steps_per_round > 1
+            or g.tis_cap > 0
         )
         passes = [
             [self.step(mini, betas, use_old_logprobs=old) for mini in minis]
@@ -434,7 +442,7 @@ class PolicyTrainer:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         p_len = max(len(s.prompt_ids) for s in samples)
         c_len = max(len(s.completion_ids) for s in samples)
-        ids, att, cmask, old = [], [], [], []
+        ids, att, cmask, old, eng = [], [], [], [], []
         for s in samples:
             np_, nc = len(s.prompt_ids), len(s.completion_ids)
             ids.append(
@@ -444,6 +452,8 @@ class PolicyTrainer:
             cmask.append([1] * nc + [0] * (c_len - nc))
             if s.old_logprobs is not None:
                 old.append(list(s.old_logprobs[:nc]) + [0.0] * (c_len - nc))
+            if s.engine_logprobs is not None:
+                eng.append(list(s.engine_logprobs[:nc]) + [0.0] * (c_len - nc))
         dev = self.accelerator.device
         out = {
             "input_ids": torch.tensor(ids, device=dev),
@@ -457,6 +467,9 @@ class PolicyTrainer:
                     "some samples carry no old_logprobs"
                 )
             out["old_logps"] = torch.tensor(old, device=dev, dtype=torch.float32)
+        if self.cfg.grpo.tis_cap > 0 and len(eng) == len(samples) and "old_logps" in out:
+            engine = torch.tensor(eng, device=dev, dtype=torch.float32)
+            out["tis_weight"] = tis_weights(out["old_logps"], engine, self.cfg.grpo.tis_cap)
         return out
 
     def completion_logps(
@@ -562,6 +575,7 @@ class PolicyTrainer:
                     ref_logps=ref_logps,
                     beta=beta,
                     normaliser=norm,
+                    tis_weight=batch.get("tis_weight"),
                 )
                 acc.backward(out.loss)
             now = self._subset_grad()
@@ -697,3 +711,33 @@ class PolicyTrainer:
     def load_state(self, directory: str | Path) -> None:
         """Inverse of save_state."""
         self.accelerator.load_state(str(directory))
+
+
+def with_trainer_old_logprobs(trainer: PolicyTrainer, samples: Sequence[Sample]) -> list[Sample]:
+    """The samples, in order, with the trainer's own log-probs (current weights, i.e. those
+    that sampled them; no gradient) as old_logprobs and the engine's moved to
+    engine_logprobs: the ratio's denominator is then the trainer's, and the engine/trainer
+    mismatch goes into the TIS weight (one extra forward pass per round)."""
+    out: dict[int, Sample] = {}
+    index = {id(s): k for k, s in enumerate(samples)}
+    trainer.model.eval()
+    try:
+        for _, rows in trainer._micro_batches(samples):
+            batch = trainer._batch_tensors(rows)
+            n_c = batch["completion_mask"].size(1)
+            with torch.no_grad(), trainer.accelerator.autocast():
+                logps = trainer.completion_logps(
+                    trainer.model, batch["input_ids"], batch["attention_mask"], n_c
+                )
+            for s, row in zip(rows, logps.float().cpu().tolist(), strict=True):
+                engine = s.engine_logprobs if s.engine_logprobs is not None else s.old_logprobs
+                if engine is None:
+                    raise ValueError(
+                        f"TIS needs the engine's log-probs; a {s.task} sample has none"
+                    )
+                out[index[id(s)]] = dataclasses.replace(
+                    s, old_logprobs=row[: len(s.completion_ids)], engine_logprobs=list(engine)
+                )
+    finally:
+        trainer.model.train()
+    return [out[k] for k in range(len(samples))]
