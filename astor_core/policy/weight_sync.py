@@ -1,7 +1,7 @@
 """The policy's weights as a vLLM server loads them: shards gathered, LoRA adapters merged,
 names those of the plain transformers model, pushed from rank 0 only.
 
-Gathering is a collective (every rank calls :func:`vllm_state_dict`); with
+Gathering is a collective (every rank enters :func:`vllm_weights`); with
 ``cpu_offload`` torch's `get_model_state_dict` hands the full tensors to rank 0 only and an
 empty dict to the others, so one rank holds the full model at a time, in host memory. LoRA
 adapters are merged with PEFT's own `merge_adapter` around the gather and unmerged after,
@@ -68,8 +68,11 @@ def merged_adapters(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
         model.unmerge_adapter()
 
 
-def vllm_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Full, merged parameters under vLLM's names on rank 0 ({} on other ranks). Collective.
+@contextlib.contextmanager
+def vllm_weights(model: torch.nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    """Full, merged parameters under vLLM's names on rank 0 ({} on other ranks), valid
+    inside the block only: without sharding the tensors are the live (merged) parameters
+    themselves, which the adapters' unmerge restores on exit. Collective.
 
     Tied weights appear once (the names of `named_parameters`, as vLLM expects); buffers
     are left out (the server computes its own).
@@ -81,12 +84,12 @@ def vllm_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
         state = get_model_state_dict(
             model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
         )
-    out: dict[str, torch.Tensor] = {}
-    for name, tensor in state.items():
-        target = vllm_name(name) if name in params else None
-        if target is not None:
-            out[target] = tensor
-    return out
+        out: dict[str, torch.Tensor] = {}
+        for name, tensor in state.items():
+            target = vllm_name(name) if name in params else None
+            if target is not None:
+                out[target] = tensor
+        yield out
 
 
 def metadata(state: Mapping[str, torch.Tensor]) -> list[tuple[str, str, list[int]]]:
@@ -103,14 +106,14 @@ def push_weights(
 ) -> int:
     """Gather and merge on every rank, push from rank 0 (one tensor on `device` at a time);
     the number of tensors pushed (0 on other ranks). `receiver` may be None off rank 0."""
-    state = vllm_state_dict(model)
-    if _rank() != 0:
-        return 0
-    if receiver is None:
-        raise ValueError("rank 0 needs a weight receiver to push the policy to")
-    receiver.update_named_params(
-        metadata(state), ((n, t.to(device, non_blocking=True)) for n, t in state.items())
-    )
+    with vllm_weights(model) as state:
+        if _rank() != 0:
+            return 0
+        if receiver is None:
+            raise ValueError("rank 0 needs a weight receiver to push the policy to")
+        receiver.update_named_params(
+            metadata(state), ((n, t.to(device, non_blocking=True)) for n, t in state.items())
+        )
     receiver.reset_prefix_cache()
     return len(state)
 
