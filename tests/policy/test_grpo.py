@@ -205,9 +205,7 @@ def test_tis_scales_the_surrogate_token_by_token_not_the_kl() -> None:
         cfg = GRPOConfig(loss_type="dapo", tis_cap=cap)
         w = tis_weights(t["old"], t["old"] - d, cap)
         base = grpo_loss(t["logps"], t["adv"], t["mask"], cfg, old_logps=t["old"]).loss
-        tis = grpo_loss(
-            t["logps"], t["adv"], t["mask"], cfg, old_logps=t["old"], tis_weight=w
-        ).loss
+        tis = grpo_loss(t["logps"], t["adv"], t["mask"], cfg, old_logps=t["old"], tis_weight=w).loss
         torch.testing.assert_close(tis, base * min(float(torch.exp(torch.tensor(d))), cap))
     kl_only = GRPOConfig(tis_cap=2.0)
     zero_adv = torch.zeros(B)
