@@ -2,10 +2,12 @@
 
 Thin on purpose: each task calls one function of :mod:`astor_core.pipeline` and logs. The
 flow validates the pools (cached by their content hash), then for every round: schedule,
-rollout, sandboxed reward (fanned out through a task runner), training round (tagged
-``gpu`` so a GPU work pool can take it), utility recomputation, evaluation every N
-rounds, checkpoint. A killed run restarted with the same command resumes from its last
-complete checkpoint and appends to the same MLflow run.
+rollout, sandboxed reward (fanned out through a task runner), training round, utility
+recomputation, evaluation every N rounds, checkpoint; at the end the final policy is
+registered in MLflow's model registry. Which machine runs the flow is the deployment's work
+pool (prefect.yaml: `astor-gpu` for the GPU worker); task tags only feed concurrency
+limits. A killed run restarted with the same command resumes from its last complete
+checkpoint and appends to the same MLflow run.
 """
 
 # No `from __future__ import annotations` here: `flow.serve` hands each run to a spawned
@@ -28,7 +30,8 @@ from prefect.utilities.annotations import quote
 
 from astor_core import pipeline
 from astor_core.config import AstorConfig, load_config
-from flows import tracking
+from astor_core.policy.rollout import RolloutConfig, check_training_sync
+from flows import registry, tracking
 from flows.runners import make_task_runner
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -124,6 +127,13 @@ def evaluate(ctx: pipeline.RunContext) -> dict[str, dict[str, float]]:
     return pipeline.evaluate(ctx)
 
 
+@task(name="register-policy", cache_policy=NO_CACHE)
+def register_policy(run_id: str, policy_dir: str, name: str, tags: dict[str, str]) -> str:
+    version = registry.log_policy_model(run_id, policy_dir, name, tags)
+    get_run_logger().info("policy registered as %s version %s", name, version.version)
+    return f"models:/{name}/{version.version}"
+
+
 @task(name="checkpoint", cache_policy=NO_CACHE)
 def checkpoint(ctx: pipeline.RunContext, stats: dict[str, Any]) -> str:
     return str(pipeline.save_round(ctx, stats))
@@ -173,6 +183,7 @@ def train_flow(
     """Train one policy with one scheduler; resume the run in train.run_dir if it exists."""
     logger = get_run_logger()
     cfg = load_config(config_path, overrides or [])
+    check_training_sync(cfg.sections.get("rollout", RolloutConfig()))  # before any run is opened
     digest = pools_digest(cfg.data.pools_dir)
     validate_pools(cfg.data.pools_dir, digest, cfg.data.validation)
     ctx = open_run(cfg)
@@ -205,19 +216,28 @@ def train_flow(
     except BaseException:
         tracker.terminate("FAILED")
         raise
-    result = _finish(ctx, tracker)
+    result = _finish(ctx, tracker, cfg, digest)
     tracker.terminate("FINISHED")
     return result
 
 
-def _finish(ctx: pipeline.RunContext, tracker: tracking.RunTracker) -> dict[str, Any]:
-    """Plots, eval table, final policy and the Prefect artifacts pointing at the MLflow run."""
+def _finish(
+    ctx: pipeline.RunContext, tracker: tracking.RunTracker, cfg: AstorConfig, digest: str
+) -> dict[str, Any]:
+    """Plots, eval table, final policy (registered), and the Prefect artifacts pointing at the MLflow run."""
     history = pipeline.load_history(ctx)
     tracker.log_figure_files(pipeline.plot_history(history, ctx.tasks))
     final_eval = pipeline.final_eval(ctx)
     tracker.log_dict(final_eval, "eval/final_eval.json")
     tracker.log_artifact(pipeline.write_eval_table(ctx, final_eval), "eval")
-    tracker.log_artifacts(pipeline.final_policy_dir(ctx), "policy")
+    policy_dir = pipeline.final_policy_dir(ctx)
+    tracker.log_artifacts(policy_dir, "policy")
+    model_uri = None
+    if cfg.train.registered_model_name:
+        tags = {"astor.scheduler": cfg.train.scheduler, "dvc.pools_digest": digest}
+        model_uri = register_policy(
+            tracker.run_id, str(policy_dir), cfg.train.registered_model_name, tags
+        )
     base = os.environ.get("ASTOR_MLFLOW_UI", "http://127.0.0.1:5000")
     create_link_artifact(
         key="mlflow-run",
@@ -234,6 +254,7 @@ def _finish(ctx: pipeline.RunContext, tracker: tracking.RunTracker) -> dict[str,
         "run_dir": ctx.run_dir,
         "mlflow_run_id": tracker.run_id,
         "mlflow_url": tracker.url,
+        "registered_model": model_uri,
         "prefect_flow_run_id": _flow_run_id(),
         "rounds": ctx.round,
         "eval": final_eval,
