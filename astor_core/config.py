@@ -99,7 +99,9 @@ class TrainConfig:
     stage_timeout_s: Annotated[float, Field(gt=0)] = 1800.0
     """Timeout of one stage (task run), in seconds."""
     train_stage_tags: tuple[str, ...] = ()
-    """Prefect tags of the train-round task run, e.g. ['gpu'] with `prefect concurrency-limit create gpu 1` to cap GPU use across runs. Off by default: a tagged task run takes a concurrency lease through the API (~2 s per round on the ephemeral API here, docs/PERFORMANCE.md)."""
+    """Prefect tags of the train-round task run, e.g. ['gpu'] with `prefect concurrency-limit create gpu 1` to cap GPU use across runs (tags feed concurrency limits; they route nothing: a work pool does, prefect.yaml). Off by default: a tagged task run takes a concurrency lease through the API (~2 s per round on the ephemeral API here, docs/PERFORMANCE.md)."""
+    registered_model_name: str = "astor-policy"
+    """MLflow registered model the final policy becomes a new version of (transformers flavour, tagged with the scheduler and pools digest); '' logs no model."""
 
 
 @dataclass

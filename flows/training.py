@@ -2,9 +2,11 @@
 
 Thin on purpose: each task calls one function of :mod:`astor_core.run` and logs. The flow
 reads the pools once, validates them (cached by their content hash), then for every round:
-schedule, rollout, sandboxed reward (fanned out through a task runner), training round
-(taggable ``gpu`` so a GPU work pool can take it), the scheduler and KL-controller update,
-evaluation every N rounds, checkpoint. A killed run restarted with the same command resumes from its last
+schedule, rollout, sandboxed reward (fanned out through a task runner), training round, the
+scheduler and KL-controller update, evaluation every N rounds, checkpoint; at the end the
+final policy is registered in MLflow's model registry. Which machine runs the flow is the
+deployment's work pool (prefect.yaml: `astor-gpu` for the GPU worker); task tags only feed
+concurrency limits. A killed run restarted with the same command resumes from its last
 complete checkpoint and appends to the same MLflow run.
 """
 
@@ -29,12 +31,13 @@ from prefect.utilities.annotations import quote
 from astor_core.config import AstorConfig, load_config
 from astor_core.data.pools import Pools, read_pools
 from astor_core.method.scheduler import RoundPlan
+from astor_core.policy.rollout import RolloutConfig, check_training_sync
 from astor_core.run import report, stages, store
 from astor_core.run.context import RunContext
 from astor_core.run.context import open_run as open_run_context
 from astor_core.run.records import RoundStats
 from astor_core.run.stages import RewardChunk, RolloutBatch
-from flows import tracking
+from flows import registry, tracking
 from flows.runners import make_task_runner
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -129,6 +132,13 @@ def evaluate(ctx: RunContext) -> dict[str, dict[str, float]]:
     return stages.evaluate(ctx)
 
 
+@task(name="register-policy", cache_policy=NO_CACHE)
+def register_policy(run_id: str, policy_dir: str, name: str, tags: dict[str, str]) -> str:
+    version = registry.log_policy_model(run_id, policy_dir, name, tags)
+    get_run_logger().info("policy registered as %s version %s", name, version.version)
+    return f"models:/{name}/{version.version}"
+
+
 @task(name="checkpoint", cache_policy=NO_CACHE)
 def checkpoint(ctx: RunContext, stats: RoundStats) -> str:
     return str(store.save_round(ctx, stats))
@@ -178,6 +188,7 @@ def train_flow(
     """Train one policy with one scheduler; resume the run in train.run_dir if it exists."""
     logger = get_run_logger()
     cfg = load_config(config_path, overrides or [])
+    check_training_sync(cfg.sections.get("rollout", RolloutConfig()))  # before any run is opened
     pools = load_pools(cfg.data.pools_dir)
     validate_pools(pools, pools.digest, cfg.data.validation)
     ctx = open_run(cfg, pools)
@@ -210,19 +221,28 @@ def train_flow(
     except BaseException:
         tracker.terminate("FAILED")
         raise
-    result = _finish(ctx, tracker)
+    result = _finish(ctx, tracker, cfg, pools.digest)
     tracker.terminate("FINISHED")
     return result
 
 
-def _finish(ctx: RunContext, tracker: tracking.RunTracker) -> dict[str, Any]:
-    """Plots, eval table, final policy and the Prefect artifacts pointing at the MLflow run."""
+def _finish(
+    ctx: RunContext, tracker: tracking.RunTracker, cfg: AstorConfig, digest: str
+) -> dict[str, Any]:
+    """Plots, eval table, final policy (registered), and the Prefect artifacts pointing at the MLflow run."""
     history = store.load_history(ctx.run_dir, ctx.round)
     tracker.log_figure_files(report.plot_history(history, ctx.tasks))
     final_eval = report.final_eval(ctx)
     tracker.log_dict(final_eval, "eval/final_eval.json")
     tracker.log_artifact(report.write_eval_table(ctx, final_eval), "eval")
-    tracker.log_artifacts(report.final_policy_dir(ctx), "policy")
+    policy_dir = report.final_policy_dir(ctx)
+    tracker.log_artifacts(policy_dir, "policy")
+    model_uri = None
+    if cfg.train.registered_model_name:
+        tags = {"astor.scheduler": cfg.train.scheduler, "dvc.pools_digest": digest}
+        model_uri = register_policy(
+            tracker.run_id, str(policy_dir), cfg.train.registered_model_name, tags
+        )
     base = os.environ.get("ASTOR_MLFLOW_UI", "http://127.0.0.1:5000")
     create_link_artifact(
         key="mlflow-run",
@@ -239,6 +259,7 @@ def _finish(ctx: RunContext, tracker: tracking.RunTracker) -> dict[str, Any]:
         "run_dir": ctx.run_dir,
         "mlflow_run_id": tracker.run_id,
         "mlflow_url": tracker.url,
+        "registered_model": model_uri,
         "prefect_flow_run_id": _flow_run_id(),
         "rounds": ctx.round,
         "eval": final_eval,

@@ -26,6 +26,8 @@ DOCKER = ROOT / "docker"
 DOCKERFILES = sorted(DOCKER.glob("Dockerfile.*"))
 COMPOSE = DOCKER / "compose.yaml"
 DEPLOYMENTS = DOCKER / "prefect-deployments.yaml"
+PREFECT_YAML = ROOT / "prefect.yaml"
+VLLM_CLIENT_REQS = DOCKER / "vllm-client-requirements.txt"
 SANDBOX_ROLES = {"dask-worker", "prefect-worker", "trainer"}
 """Services that run untrusted completions in astor_core's sandbox."""
 
@@ -272,6 +274,92 @@ def _deployments() -> list[dict]:
     return yaml.safe_load(DEPLOYMENTS.read_text())["deployments"]
 
 
+def _all_deployments() -> list[dict]:
+    """prefect.yaml's deployments and docker/prefect-deployments.yaml's."""
+    return yaml.safe_load(PREFECT_YAML.read_text())["deployments"] + _deployments()
+
+
+def test_every_compose_worker_polls_a_pool_a_deployment_targets() -> None:
+    """Prefect routes a flow run to a worker by work pool only: a worker on a pool that no
+    deployment names never gets work (the compose trainer once polled such a pool)."""
+    targeted = {d["work_pool"]["name"] for d in _all_deployments()}
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    workers = {
+        name: svc["command"]
+        for name, svc in services.items()
+        if isinstance(svc.get("command"), list)
+        and svc["command"][:3] == ["prefect", "worker", "start"]
+    }
+    assert {"prefect-worker", "trainer"} <= set(workers)
+    for name, cmd in workers.items():
+        pool = cmd[cmd.index("--pool") + 1]
+        assert pool in targeted, f"compose {name} polls {pool}, which no deployment targets"
+    gpu = [d for d in _all_deployments() if d["work_pool"]["name"] == "astor-gpu"]
+    assert gpu and all("rollout.engine=vllm" in d["parameters"]["overrides"] for d in gpu)
+
+
+def test_no_deployment_routes_by_task_tag() -> None:
+    """A tag routes nothing; GPU deployments name a GPU pool (and a device where the pool
+    type has one: Docker device requests)."""
+    for d in _all_deployments():
+        pool = d["work_pool"]
+        if "gpu" in pool["name"] and "docker" in pool["name"]:
+            requests = pool["job_variables"]["container_create_kwargs"]["device_requests"]
+            assert requests[0]["Capabilities"] == [["gpu"]], d["name"]
+        assert "gpu" not in d.get("tags", []) or "gpu" in pool["name"], d["name"]
+
+
+def _pin(text: str, name: str) -> str:
+    found = re.findall(rf"^{name}==(\S+)$", text, flags=re.M)
+    assert len(found) == 1, f"{name} is pinned once"
+    return found[0]
+
+
+def test_vllm_pins_inside_the_range_trl_supports() -> None:
+    """The vLLM server image, the compose tag and the trainer's client-side vLLM are one
+    version, inside the range of the installed TRL's `vllm` extra."""
+    from importlib.metadata import requires, version
+
+    from packaging.requirements import Requirement
+
+    extra = [
+        Requirement(r)
+        for r in requires("trl") or []
+        if r.startswith("vllm") and 'extra == "vllm"' in r
+    ]
+    assert len(extra) == 1, "TRL declares its supported vLLM range in its vllm extra"
+    server = re.search(
+        r"^ARG VLLM_IMAGE=vllm/vllm-openai:v(\S+)$", (DOCKER / "Dockerfile.vllm").read_text(), re.M
+    )
+    assert server is not None
+    client = _pin(VLLM_CLIENT_REQS.read_text(), "vllm")
+    compose_tag = yaml.safe_load(COMPOSE.read_text())["services"]["vllm"]["image"].split(":")[1]
+    assert server.group(1) == client == compose_tag
+    assert extra[0].specifier.contains(client), (client, str(extra[0].specifier), version("trl"))
+    trl_pin = re.search(r'"trl==(\S+)"', (DOCKER / "Dockerfile.vllm").read_text())
+    assert trl_pin is not None and trl_pin.group(1) == version("trl")
+
+
+def test_trainer_image_has_what_trl_vllm_client_needs() -> None:
+    """TRL's VLLMClient refuses to start without vLLM importable; the trainer image installs
+    vLLM (no deps) and the modules of its NCCL weight path, each exactly pinned, none of
+    them moving a pin of the project's constraints."""
+    text = (DOCKER / "Dockerfile.trainer").read_text()
+    assert "vllm-client-requirements.txt" in re.findall(r"^COPY .*$", text, flags=re.M)[0]
+    assert "pip install --no-deps -r vllm-client-requirements.txt" in text
+    lines = [
+        ln for ln in VLLM_CLIENT_REQS.read_text().splitlines() if ln and not ln.startswith("#")
+    ]
+    assert all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[A-Za-z0-9_.+!\-]+", ln) for ln in lines), lines
+    project = {
+        ln.split("==")[0].lower().replace("_", "-")
+        for ln in (DOCKER / "constraints.txt").read_text().splitlines()
+        if "==" in ln
+    }
+    clash = [ln for ln in lines if ln.split("==")[0].lower().replace("_", "-") in project]
+    assert not clash, f"these would move a project pin: {clash}"
+
+
 def test_deployments_cover_docker_and_kubernetes_pools() -> None:
     pools = {d["work_pool"]["name"] for d in _deployments()}
     assert {"astor-docker", "astor-docker-gpu", "astor-k8s-gpu"} == pools
@@ -296,11 +384,11 @@ def test_deployment_entrypoints_and_overrides() -> None:
 
     from astor_core.config import load_config
 
-    for d in _deployments():
+    for d in _all_deployments():
         path, func = d["entrypoint"].split(":")
         module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
         flow = getattr(module, func)
         assert isinstance(flow, Flow), d["entrypoint"]
         params = set(inspect.signature(flow.fn).parameters)
         assert set(d["parameters"]) <= params, (d["name"], set(d["parameters"]) - params)
-        load_config(str(ROOT / "does-not-exist.yaml"), d["parameters"]["overrides"])
+        load_config(str(ROOT / "does-not-exist.yaml"), d["parameters"].get("overrides", []))

@@ -4,11 +4,15 @@ into tensors; and the log-probabilities of completion tokens."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+
+from astor_core.policy.grpo import tis_weights
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,8 @@ class Sample:
     advantage: float
     old_logprobs: list[float] | None = None
     """The engine's log-probs of completion_ids (used when use_rollout_logprobs)."""
+    engine_logprobs: list[float] | None = None
+    """The engine's log-probs when old_logprobs are the trainer's (grpo.tis_cap > 0): the TIS denominator."""
 
 
 def token_logps(logits: torch.Tensor, index: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -101,9 +107,11 @@ def batch_tensors(
     pad_id: int,
     device: torch.device,
     use_old_logprobs: bool = False,
+    tis_cap: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """Prompts left-padded, completions right-padded: input_ids, attention_mask,
-    completion_mask and, when asked, old_logps (B, completion length).
+    completion_mask and, when asked, old_logps (B, completion length); with tis_cap > 0 and
+    every sample carrying engine log-probs, tis_weight (grpo.tis_weights).
 
     >>> t = batch_tensors([Sample("a", [5], [6, 7], 0.0), Sample("a", [8, 9], [4], 0.0)], 0, "cpu")
     >>> t["input_ids"].tolist(), t["completion_mask"].tolist()
@@ -111,7 +119,7 @@ def batch_tensors(
     """
     p_len = max(len(s.prompt_ids) for s in samples)
     c_len = max(len(s.completion_ids) for s in samples)
-    ids, att, cmask, old = [], [], [], []
+    ids, att, cmask, old, eng = [], [], [], [], []
     for s in samples:
         np_, nc = len(s.prompt_ids), len(s.completion_ids)
         ids.append(
@@ -121,6 +129,8 @@ def batch_tensors(
         cmask.append([1] * nc + [0] * (c_len - nc))
         if s.old_logprobs is not None:
             old.append(list(s.old_logprobs[:nc]) + [0.0] * (c_len - nc))
+        if s.engine_logprobs is not None:
+            eng.append(list(s.engine_logprobs[:nc]) + [0.0] * (c_len - nc))
     out = {
         "input_ids": torch.tensor(ids, device=device),
         "attention_mask": torch.tensor(att, device=device),
@@ -133,6 +143,9 @@ def batch_tensors(
                 "some samples carry no old_logprobs"
             )
         out["old_logps"] = torch.tensor(old, device=device, dtype=torch.float32)
+    if tis_cap > 0 and len(eng) == len(samples) and "old_logps" in out:
+        engine = torch.tensor(eng, device=device, dtype=torch.float32)
+        out["tis_weight"] = tis_weights(out["old_logps"], engine, tis_cap)
     return out
 
 
@@ -156,3 +169,33 @@ def completion_logps(
         use_cache=False,  # a scoring pass: a KV cache would only hold memory
     ).logits[:, :-1, :]
     return token_logps(logits.float(), input_ids[:, -n_completion:], temperature)
+
+
+def with_trainer_old_logprobs(trainer: Any, samples: Sequence[Sample]) -> list[Sample]:
+    """The samples, in order, with `trainer`'s own log-probs (current weights, i.e. those
+    that sampled them; no gradient) as old_logprobs and the engine's moved to
+    engine_logprobs: the ratio's denominator is then the trainer's, and the engine/trainer
+    mismatch goes into the TIS weight (one extra forward pass per round)."""
+    out: dict[int, Sample] = {}
+    index = {id(s): k for k, s in enumerate(samples)}
+    trainer.model.eval()
+    try:
+        for _, rows in micro_batches(samples, trainer.cfg.micro_batch_size):
+            batch = trainer._batch_tensors(rows)
+            n_c = batch["completion_mask"].size(1)
+            with torch.no_grad(), trainer.accelerator.autocast():
+                logps = trainer.completion_logps(
+                    trainer.model, batch["input_ids"], batch["attention_mask"], n_c
+                )
+            for s, row in zip(rows, logps.float().cpu().tolist(), strict=True):
+                engine = s.engine_logprobs if s.engine_logprobs is not None else s.old_logprobs
+                if engine is None:
+                    raise ValueError(
+                        f"TIS needs the engine's log-probs; a {s.task} sample has none"
+                    )
+                out[index[id(s)]] = dataclasses.replace(
+                    s, old_logprobs=row[: len(s.completion_ids)], engine_logprobs=list(engine)
+                )
+    finally:
+        trainer.model.train()
+    return [out[k] for k in range(len(samples))]

@@ -33,6 +33,12 @@ class GRPOConfig:
     advantages); astor_core.method.advantages.group_advantages computes them."""
     max_completion_length: int = 128
     """Completion length used as the dr_grpo normaliser (the sampling budget, not the batch's max)."""
+    tis_cap: float = 0.0
+    """Truncated importance sampling: weight each token's policy-gradient loss by min(pi_trainer_old / pi_engine, tis_cap) to correct the engine/trainer log-prob mismatch (e.g. vLLM); 0 disables it."""
+
+    def __post_init__(self) -> None:
+        if self.tis_cap < 0:
+            raise ValueError(f"grpo.tis_cap must be >= 0 (0 disables TIS), got {self.tis_cap}")
 
 
 def k3_kl(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
@@ -57,6 +63,23 @@ def betas_per_sample(
     if missing:
         raise KeyError(f"no beta for task(s) {missing}; betas cover {sorted(betas)}")
     return torch.tensor([float(betas[t]) for t in tasks], dtype=torch.float32, device=device)
+
+
+def tis_weights(old_logps: torch.Tensor, engine_logps: torch.Tensor, cap: float) -> torch.Tensor:
+    """Truncated importance-sampling weights min(exp(old - engine), cap), no gradient.
+
+    `old_logps` are the trainer's log-probs of the sampled tokens under the weights that
+    sampled them, `engine_logps` the rollout engine's for the same tokens; the weight
+    corrects for the engine sampling from a slightly different distribution (kernels,
+    precision) than the one the trainer differentiates (Yao et al. 2025, "Your efficient
+    RL framework secretly brings you off-policy RL training"; verl's `tis_imp_ratio_cap`).
+
+    >>> tis_weights(torch.tensor([[-1.0, -2.0, -1.0]]), torch.tensor([[-1.0, -1.0, -3.0]]), 2.0)
+    tensor([[1.0000, 0.3679, 2.0000]])
+    """
+    if cap <= 0:
+        raise ValueError(f"tis cap must be > 0, got {cap}")
+    return torch.exp(old_logps.detach() - engine_logps.detach()).clamp(max=cap)
 
 
 @dataclass(frozen=True)
@@ -103,6 +126,7 @@ def grpo_loss(
     ref_logps: torch.Tensor | None = None,
     beta: torch.Tensor | float = 0.0,
     normaliser: LossNormaliser | None = None,
+    tis_weight: torch.Tensor | None = None,
 ) -> LossOutput:
     """GRPO clipped surrogate + beta * k3 KL, aggregated by cfg.loss_type.
 
@@ -110,6 +134,7 @@ def grpo_loss(
     beta: a float or a (B,) tensor (one coefficient per sample, from its task).
     `old_logps=None` means single-iteration on-policy (ratio 1, TRL's default).
     `normaliser` is the whole batch's when this is one micro-batch of it.
+    `tis_weight` (B, T), from :func:`tis_weights`, scales each token's surrogate (not its KL).
     """
     mask = completion_mask.to(logps.dtype)
     if old_logps is None:
@@ -120,6 +145,8 @@ def grpo_loss(
     loss1 = ratio * adv
     loss2 = clipped_ratio * adv
     per_token_loss = -torch.min(loss1, loss2)
+    if tis_weight is not None:
+        per_token_loss = per_token_loss * tis_weight
     beta_t = torch.as_tensor(beta, dtype=logps.dtype, device=logps.device)
     if ref_logps is not None:
         per_token_kl = k3_kl(logps, ref_logps)

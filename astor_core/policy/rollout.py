@@ -54,7 +54,7 @@ class RolloutConfig:
     vllm_base_url: str = "http://localhost:8000"
     """Base URL of the vLLM server (VLLMEngine)."""
     vllm_weight_sync: Literal["nccl", "none"] = "nccl"
-    """nccl: push the policy's weights each round with TRL's VLLMClient; none: the server's model is fixed (evaluation)."""
+    """nccl: push the policy's weights (shards gathered, LoRA merged, from rank 0) before each sampling call with TRL's VLLMClient; none: the server's model is fixed, for evaluation only (training refuses it)."""
     vllm_timeout_s: float = 600.0
     """HTTP timeout of one completions request, in seconds."""
     vllm_group_port: int = 51216
@@ -254,16 +254,19 @@ class VLLMEngine:
         self._client: Any = None
 
     def sync_weights(self, model: torch.nn.Module) -> None:
-        """Broadcast `model`'s parameters to the server (no-op with vllm_weight_sync='none')."""
+        """Push `model`'s weights to the server: every rank gathers (a collective), rank 0
+        merges LoRA and broadcasts over NCCL (no-op with vllm_weight_sync='none')."""
         if self.cfg.vllm_weight_sync == "none":
             return
-        if self._client is None:
+        from astor_core.policy.weight_sync import is_main_rank, push_weights
+
+        device = next(model.parameters()).device
+        if self._client is None and is_main_rank():
             from trl.generation.vllm_client import VLLMClient
 
             self._client = VLLMClient(base_url=self.base_url, group_port=self.cfg.vllm_group_port)
-            self._client.init_communicator(device=next(model.parameters()).device)
-        self._client.update_model_params(model)
-        self._client.reset_prefix_cache()
+            self._client.init_communicator(device=device)
+        push_weights(model, self._client, device)
 
     def generate(self, prompts: list[str], n: int, params: SamplingParams) -> list[Rollout]:
         """n completions per prompt from the server, prompt-major, with sampled-token logprobs."""
@@ -310,6 +313,25 @@ class VLLMEngine:
             completion_ids=ids,
             logprobs=lps[: len(ids)],
             finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+        )
+
+
+def check_training_sync(cfg: RolloutConfig) -> None:
+    """Refuse training rollouts from a server whose weights are never updated: every round
+    would sample the initial policy while the update assumes the current one.
+
+    >>> check_training_sync(RolloutConfig(engine="vllm", vllm_weight_sync="nccl"))
+    >>> check_training_sync(RolloutConfig(engine="vllm", vllm_weight_sync="none"))
+    Traceback (most recent call last):
+    ...
+    astor_core.config.ConfigError: rollout.vllm_weight_sync='none' serves stale weights: training needs 'nccl' ('none' is for evaluation only)
+    """
+    from astor_core.config import ConfigError
+
+    if cfg.engine == "vllm" and cfg.vllm_weight_sync == "none":
+        raise ConfigError(
+            "rollout.vllm_weight_sync='none' serves stale weights: training needs 'nccl' "
+            "('none' is for evaluation only)"
         )
 
 

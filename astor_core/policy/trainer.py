@@ -29,6 +29,7 @@ from astor_core.policy.batches import (
     micro_batches,
     mini_batches,
     subset_parameter_names,
+    with_trainer_old_logprobs,
 )
 from astor_core.policy.checkpoint import load_hook, save_hook
 from astor_core.policy.grpo import GRPOConfig, betas_per_sample, grpo_loss, normaliser_for
@@ -40,7 +41,13 @@ from astor_core.policy.memory import (
     master_dtype,
     save_merged,
 )
-from astor_core.policy.rollout import Rollout, RolloutConfig, RolloutEngine, make_engine
+from astor_core.policy.rollout import (
+    Rollout,
+    RolloutConfig,
+    RolloutEngine,
+    check_training_sync,
+    make_engine,
+)
 from astor_core.policy.steps import StepStats, UpdateResult, all_reduce_grads, round_of_steps
 
 
@@ -188,6 +195,7 @@ class PolicyTrainer:
 
     def sample(self, prompts: list[str], n: int, seed: int | None = None) -> list[Rollout]:
         """n rollouts per prompt from the current policy with the configured sampling params."""
+        check_training_sync(self.rollout_cfg)
         self.engine.sync_weights(self.unwrapped_model)
         params = self.rollout_cfg.sampling
         if seed is not None:
@@ -225,11 +233,16 @@ class PolicyTrainer:
             for r, t, a in zip(rollouts, tasks, adv.tolist(), strict=True)
         ]
         cfg = self.cfg
+        if cfg.grpo.tis_cap > 0:
+            samples = with_trainer_old_logprobs(self, samples)
         result = round_of_steps(
             lambda mini, old: self.step(mini, betas, use_old_logprobs=old),
             mini_batches(samples, group_size, cfg.steps_per_round),
             cfg.num_iterations,
-            cfg.use_rollout_logprobs or cfg.num_iterations > 1 or cfg.steps_per_round > 1,
+            cfg.use_rollout_logprobs
+            or cfg.num_iterations > 1
+            or cfg.steps_per_round > 1
+            or cfg.grpo.tis_cap > 0,
         )
         return {
             "advantages": adv.tolist(),
@@ -268,7 +281,9 @@ class PolicyTrainer:
         self, samples: Sequence[Sample], use_old_logprobs: bool = False
     ) -> dict[str, torch.Tensor]:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        return batch_tensors(samples, pad, self.accelerator.device, use_old_logprobs)
+        return batch_tensors(
+            samples, pad, self.accelerator.device, use_old_logprobs, self.cfg.grpo.tis_cap
+        )
 
     def completion_logps(
         self,
@@ -366,6 +381,7 @@ class PolicyTrainer:
                 ref_logps=self._reference_forward(batch),
                 beta=betas_per_sample([r.task for r in rows], betas, device=acc.device),
                 normaliser=norm,
+                tis_weight=batch.get("tis_weight"),
             )
             acc.backward(out.loss)
         return out

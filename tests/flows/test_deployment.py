@@ -3,8 +3,9 @@
 1. `astor serve` registers the training flow as a deployment with a cron schedule; the
    server's scheduler creates its runs and the serve process executes one of them (and a
    run triggered by hand) to COMPLETED, linked to its MLflow run.
-2. `prefect deploy --all` registers prefect.yaml's nightly deployment on the `astor-process`
-   work pool with its cron schedule; a process worker pulls one run of it and completes it.
+2. `prefect deploy --all` registers prefect.yaml's deployments: the nightly one on the
+   `astor-process` work pool with its cron schedule (a process worker pulls one run of it
+   and completes it) and the GPU one on `astor-gpu` with its job variables.
 
 Every child (server, serve, worker) runs in its own session and its whole process group is
 stopped at the end; the test asserts that none is left.
@@ -205,10 +206,18 @@ def test_prefect_yaml_deploys_and_a_worker_runs_it(
         )
         return out
 
-    cli("work-pool", "create", "astor-process", "--type", "process")
+    specs = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
+    for pool in sorted({s["work_pool"]["name"] for s in specs}):
+        cli("work-pool", "create", pool, "--type", "process")
     cli("--no-prompt", "deploy", "--all")
 
-    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"][0]
+    gpu_spec = next(s for s in specs if s["work_pool"]["name"] == "astor-gpu")
+    gpu = _read_deployment(api, f"astor-train/{gpu_spec['name']}")
+    assert gpu is not None and gpu.work_pool_name == "astor-gpu"
+    assert gpu.job_variables == gpu_spec["work_pool"]["job_variables"]
+    assert gpu.parameters["overrides"] == gpu_spec["parameters"]["overrides"]
+
+    spec = specs[0]
     dep = _read_deployment(api, f"astor-train/{spec['name']}")
     assert dep is not None
     assert [(s.schedule.cron, s.schedule.timezone) for s in dep.schedules] == [

@@ -71,6 +71,17 @@ def test_flow_tracks_every_series_every_round(prefect_harness, mini_run: Path) -
     assert client.list_artifacts(run.info.run_id, "policy")
     pools_dir = yaml.safe_load(mini_run.read_text())["data"]["pools_dir"]
     assert run.data.tags["dvc.pools_digest"] == read_pools(pools_dir).digest
+    # the final policy: a transformers model in the run, registered and tagged
+    assert result["registered_model"] == "models:/astor-policy/1"
+    version = client.get_model_version("astor-policy", "1")
+    assert version.run_id == run.info.run_id
+    assert version.tags == {
+        "astor.scheduler": run.data.tags["astor.scheduler"],
+        "dvc.pools_digest": run.data.tags["dvc.pools_digest"],
+    }
+    import mlflow
+
+    assert mlflow.transformers.load_model(result["registered_model"]).task == "text-generation"
     flow_run_id = run.data.tags["prefect.flow_run_id"]
     names = _task_run_names(flow_run_id)
     for stage in (
@@ -188,3 +199,18 @@ def test_kill_9_mid_round_then_resume(mini_run: Path, tmp_path: Path) -> None:
     for task in TASKS:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, f"utility/{task}")]
         assert sorted(steps) == [0, 1, 2, 3], steps
+
+
+def test_training_refuses_a_vllm_server_that_never_gets_the_weights(
+    prefect_harness, mini_run: Path
+) -> None:
+    """rollout.vllm_weight_sync=none would sample every round from the initial policy: the
+    flow stops with one line before any run directory or MLflow run exists."""
+    from astor_core.config import ConfigError
+
+    run_dir = Path(yaml.safe_load(mini_run.read_text())["train"]["run_dir"])
+    with pytest.raises(ConfigError, match="vllm_weight_sync='none' serves stale weights"):
+        train_flow(
+            str(mini_run), overrides=["rollout.engine=vllm", "rollout.vllm_weight_sync=none"]
+        )
+    assert not run_dir.exists()

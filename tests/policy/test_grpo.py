@@ -161,3 +161,58 @@ def test_missing_beta_and_missing_reference_are_errors() -> None:
         betas_per_sample(["a", "c"], {"a": 0.1})
     with pytest.raises(ValueError, match="no reference"):
         grpo_loss(d["logps"], d["adv"], d["mask"], GRPOConfig(), beta=0.1)
+
+
+# ---- truncated importance sampling -------------------------------------------------------
+
+
+def test_tis_weights_are_the_capped_likelihood_ratio() -> None:
+    from astor_core.policy.grpo import tis_weights
+
+    old = torch.tensor([[-1.0, -0.5, -3.0, -2.0]], requires_grad=True)
+    engine = torch.tensor([[-1.0, -1.5, -1.0, -2.5]])
+    w = tis_weights(old, engine, cap=2.0)
+    expected = torch.tensor([[1.0, min(2.0, torch.e), torch.exp(torch.tensor(-2.0)), 1.6487213]])
+    torch.testing.assert_close(w, expected)
+    assert not w.requires_grad  # a weight, not a path for the gradient
+    with pytest.raises(ValueError, match="cap must be > 0"):
+        tis_weights(old, engine, cap=0.0)
+    with pytest.raises(ValueError, match="tis_cap must be >= 0"):
+        GRPOConfig(tis_cap=-1.0)
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo"])
+def test_tis_loss_equals_the_uncorrected_one_when_engine_and_trainer_agree(loss_type) -> None:
+    from astor_core.policy.grpo import tis_weights
+
+    t = _toy()
+    cfg = GRPOConfig(loss_type=loss_type, tis_cap=2.0)
+    args = (t["adv"], t["mask"], cfg)
+    kwargs = {"old_logps": t["old"], "ref_logps": t["ref"], "beta": 0.04}
+    plain = grpo_loss(t["logps"], *args, **kwargs).loss
+    same = grpo_loss(
+        t["logps"], *args, **kwargs, tis_weight=tis_weights(t["old"], t["old"], 2.0)
+    ).loss
+    torch.testing.assert_close(same, plain, rtol=0, atol=0)
+
+
+def test_tis_scales_the_surrogate_token_by_token_not_the_kl() -> None:
+    """Engine log-probs lower by d on every token: each surrogate term is weighted by
+    min(e^d, cap); with beta = 0 the loss scales by exactly that, the KL term does not."""
+    from astor_core.policy.grpo import tis_weights
+
+    t = _toy()
+    for d, cap in ((0.1, 5.0), (1.0, 1.5)):
+        cfg = GRPOConfig(loss_type="dapo", tis_cap=cap)
+        w = tis_weights(t["old"], t["old"] - d, cap)
+        base = grpo_loss(t["logps"], t["adv"], t["mask"], cfg, old_logps=t["old"]).loss
+        tis = grpo_loss(t["logps"], t["adv"], t["mask"], cfg, old_logps=t["old"], tis_weight=w).loss
+        torch.testing.assert_close(tis, base * min(float(torch.exp(torch.tensor(d))), cap))
+    kl_only = GRPOConfig(tis_cap=2.0)
+    zero_adv = torch.zeros(B)
+    kwargs = {"old_logps": t["old"], "ref_logps": t["ref"], "beta": 0.1}
+    w = tis_weights(t["old"], t["old"] - 0.5, 2.0)
+    torch.testing.assert_close(
+        grpo_loss(t["logps"], zero_adv, t["mask"], kl_only, **kwargs, tis_weight=w).loss,
+        grpo_loss(t["logps"], zero_adv, t["mask"], kl_only, **kwargs).loss,
+    )

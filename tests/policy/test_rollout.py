@@ -108,3 +108,50 @@ def test_vllm_engine_against_a_real_server(micro) -> None:
     out = VLLMEngine(tok, cfg).generate(PROMPTS, 2, SamplingParams(max_new_tokens=8, seed=0))
     assert [r.prompt_index for r in out] == [0, 0, 1, 1, 2, 2]
     assert all(len(r.logprobs) == len(r.completion_ids) > 0 for r in out)
+
+
+# ---- VLLMEngine against a fake OpenAI-compatible server (HTTP side, CPU) ----------------
+
+
+def test_vllm_engine_end_to_end_against_a_fake_server(micro) -> None:
+    """VLLMEngine.generate over HTTP returns what the server's model sampled, prompt-major,
+    with the engine's token ids and log-probs, and sends vLLM's request fields."""
+    from astor_core.policy.rollout import VLLMEngine
+    from tests.policy.fake_vllm import FakeVLLMServer
+
+    model, tok = micro
+    params = SamplingParams(max_new_tokens=6, temperature=0.0, stop=("\n\n",))
+    local = TransformersEngine(model, tok).generate(PROMPTS, 2, params)
+    with FakeVLLMServer(model, tok) as server:
+        cfg = RolloutConfig(engine="vllm", vllm_base_url=server.url, vllm_weight_sync="none")
+        engine = VLLMEngine(tok, cfg)
+        out = engine.generate(PROMPTS, 2, params)
+        body = server.requests[-1]
+    assert engine.model_name == "models/policy"
+    assert [r.prompt_index for r in out] == [0, 0, 1, 1, 2, 2]
+    for got, want in zip(out, local, strict=True):
+        assert got.completion == want.completion
+        assert got.completion_ids == want.completion_ids
+        assert got.prompt_ids == want.prompt_ids
+        assert got.finish_reason == want.finish_reason
+        assert got.logprobs == pytest.approx(want.logprobs)
+    assert body["prompt"] == PROMPTS and body["n"] == 2 and body["max_tokens"] == 6
+    assert body["logprobs"] == 0 and body["return_token_ids"] is True
+    assert body["top_k"] == -1 and body["stop"] == ["\n\n"]
+
+
+def test_vllm_engine_fails_loudly_on_server_errors(micro) -> None:
+    from astor_core.policy.rollout import VLLMEngine
+    from tests.policy.fake_vllm import FakeVLLMServer
+
+    model, tok = micro
+    params = SamplingParams(max_new_tokens=3, temperature=0.0)
+    with FakeVLLMServer(model, tok) as server:
+        cfg = RolloutConfig(engine="vllm", vllm_base_url=server.url, vllm_weight_sync="none")
+        engine = VLLMEngine(tok, cfg)
+        server.fail_next = 500
+        with pytest.raises(RuntimeError, match="vLLM /v1/completions failed: 500"):
+            engine.generate(PROMPTS[:1], 2, params)
+        server.drop_choices = 1
+        with pytest.raises(RuntimeError, match="returned 1 choices for 1 prompts x n=2"):
+            engine.generate(PROMPTS[:1], 2, params)

@@ -289,3 +289,52 @@ def test_steps_per_round_must_fit_the_round(micro) -> None:
     rollouts, rewards, tasks = _two_task_rollouts(trainer)
     with pytest.raises(ValueError, match="steps_per_round must be between 1 and the round's 4"):
         trainer.update(rollouts, rewards, tasks, 2, {"a": 0.0, "b": 0.0})
+
+
+def test_tis_update_equals_the_uncorrected_one_when_the_engine_agrees(micro) -> None:
+    """grpo.tis_cap > 0: the trainer rescores the rollouts (old log-probs = its own) and
+    weights each token by min(exp(old - engine), cap). Engine log-probs equal to the
+    trainer's give the plain update; engine log-probs lower by 0.2 scale the gradient by
+    e^0.2 (beta = 0; the loss itself is ~0 here, as group advantages sum to zero)."""
+    import copy
+    import dataclasses
+    import math
+
+    from astor_core.policy.grpo import GRPOConfig
+
+    model, tok = micro
+    probe = PolicyTrainer(copy.deepcopy(model), tok, TrainerConfig(), cpu=True)
+    rollouts = _engine_rollouts(probe, 4, seed=3, completion_len=4)
+    args = ([1.0, 0.0, 0.2, 0.9], ["a"] * 4, 2, {"a": 0.0})
+    base = TrainerConfig(learning_rate=5e-2, max_grad_norm=0.0)
+    tis = dataclasses.replace(base, grpo=GRPOConfig(tis_cap=2.0))
+
+    def run(cfg: TrainerConfig, rolls: list) -> tuple[dict, dict]:
+        trainer = PolicyTrainer(copy.deepcopy(model), tok, cfg, cpu=True)
+        out = trainer.update(rolls, *args)
+        return out, {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+
+    plain_out, plain_w = run(base, rollouts)
+    tis_out, tis_w = run(tis, rollouts)
+    plain_g = plain_out["task_gradients"]["a"]
+    torch.testing.assert_close(tis_out["task_gradients"]["a"], plain_g, rtol=1e-4, atol=1e-7)
+    for name, w in plain_w.items():
+        torch.testing.assert_close(tis_w[name], w, rtol=1e-4, atol=1e-6)
+
+    low = [dataclasses.replace(r, logprobs=[x - 0.2 for x in r.logprobs]) for r in rollouts]
+    low_out, low_w = run(tis, low)
+    torch.testing.assert_close(
+        low_out["task_gradients"]["a"], plain_g * math.exp(0.2), rtol=1e-4, atol=1e-7
+    )
+    assert any(not torch.allclose(low_w[n], w) for n, w in plain_w.items())
+
+
+def test_vllm_rollouts_without_weight_sync_are_refused_for_training(micro) -> None:
+    from astor_core.config import ConfigError
+    from astor_core.policy.rollout import RolloutConfig
+
+    model, tok = micro
+    stale = RolloutConfig(engine="vllm", vllm_weight_sync="none")
+    trainer = PolicyTrainer(model, tok, TrainerConfig(), cpu=True, rollout=stale)
+    with pytest.raises(ConfigError, match="vllm_weight_sync='none' serves stale weights"):
+        trainer.sample(["x"], 2)
