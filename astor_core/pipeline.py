@@ -364,6 +364,7 @@ def recompute_utility(
             round_idx=batch.round_idx,
             prompts=prompts,
             gradients=update.get("task_gradients"),
+            pg_gradients=update.get("task_pg_gradients"),
             kl=kl,
         )
     )
@@ -397,18 +398,25 @@ def recompute_utility(
             else None,
             "informative_fraction": s["informative_fraction"],
         }
-    synergy = {
-        f"{a}/{b}": float(sched["synergy"][i][j])
-        for i, a in enumerate(ctx.tasks)
-        for j, b in enumerate(ctx.tasks)
-        if i < j and not math.isnan(float(sched["synergy"][i][j]))
-    }
+    synergy: dict[str, float] = {}
+    for i, a in enumerate(ctx.tasks):
+        for j, b in enumerate(ctx.tasks[i + 1 :], start=i + 1):
+            for suffix, matrix in (
+                ("", "synergy"),
+                ("/raw", "synergy_raw"),
+                ("/floor", "synergy_floor"),
+            ):
+                value = sched[matrix][i][j]
+                if value is not None and not math.isnan(float(value)):
+                    synergy[f"{a}/{b}{suffix}"] = float(value)
     return {
         "round": batch.round_idx,
         "scheduler": ctx.cfg.train.scheduler,
         "per_task": per_task,
         "synergy": synergy,
         "synergy_matrix": sched["synergy"],
+        "synergy_raw_matrix": sched["synergy_raw"],
+        "synergy_floor_matrix": sched["synergy_floor"],
         "global": {k: float(v) for k, v in update.get("metrics", {}).items()},
     }
 
