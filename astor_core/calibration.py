@@ -35,6 +35,7 @@ __all__ = [
     "ADAPTIVE_SCHEDULERS",
     "CalibrationConfig",
     "Calibrator",
+    "beta_targets",
     "kl_targets",
     "make_calibrator",
 ]
@@ -51,7 +52,7 @@ class CalibrationConfig:
     """'adaptive' (per-task controller toward utility-scaled targets) or 'fixed' (beta_init)."""
     beta_init: float = 0.04
     """Initial (and, in fixed mode, the only) KL coefficient of every task."""
-    kappa: float = 1.0
+    kappa: float = 2.0
     """Exponent of the utility ratio U_k / mean U in the target KL."""
     rel_min: float = 0.1
     """Lower clip of the target's ratio to the run's KL (saturated / interfering tasks)."""
@@ -59,8 +60,6 @@ class CalibrationConfig:
     """Upper clip of the target's ratio to the run's KL (the most useful tasks)."""
     kl_ema: float = 0.5
     """Weight of the newest round in the EMA of the run's KL level KL_run."""
-    kl_floor: float = 1e-6
-    """No controller step while KL_run is below this (the policy has not left the reference)."""
     err_clip: float = 1.0
     """Clip of the log error ln(KL_k / KL*_k): at most a factor exp(err_clip / horizon) a round."""
     horizon: float = 2.0
@@ -79,8 +78,8 @@ class CalibrationConfig:
             raise ValueError("calibration: need 0 < rel_min <= 1 <= rel_max")
         if self.horizon <= 0 or self.err_clip <= 0:
             raise ValueError("calibration: horizon and err_clip must be > 0")
-        if not 0 < self.kl_ema <= 1 or self.kl_floor < 0:
-            raise ValueError("calibration: need 0 < kl_ema <= 1 and kl_floor >= 0")
+        if not 0 < self.kl_ema <= 1:
+            raise ValueError("calibration: need 0 < kl_ema <= 1")
 
 
 def kl_targets(utility: np.ndarray, kl_run: float, config: CalibrationConfig) -> np.ndarray:
@@ -101,6 +100,29 @@ def kl_targets(utility: np.ndarray, kl_run: float, config: CalibrationConfig) ->
         return np.full(u.shape, kl_run)
     ratio = np.clip((np.maximum(u, 0.0) / mean) ** config.kappa, config.rel_min, config.rel_max)
     return kl_run * ratio
+
+
+def beta_targets(utility: np.ndarray, config: CalibrationConfig) -> np.ndarray:
+    """beta*_k = beta_init / r_k with r_k = clip((max(U_k, 0) / mean U) ** kappa, rel_min,
+    rel_max), rescaled so that their geometric mean is beta_init: calibration moves the
+    regularisation between tasks (less on the tasks worth training, more on saturated or
+    interfering ones) without changing its overall level. beta_init everywhere if mean U <= 0.
+
+    >>> cfg = CalibrationConfig(beta_init=0.04)
+    >>> beta_targets(np.array([1.0, 1.0]), cfg).tolist()
+    [0.04, 0.04]
+    >>> b = beta_targets(np.array([3.0, 1.0]), cfg)
+    >>> round(float(b[1] / b[0]), 6), round(float(np.sqrt(b[0] * b[1])), 6)
+    (3.0, 0.04)
+    """
+    u = np.asarray(utility, dtype=np.float64)
+    mean = float(np.mean(u)) if u.size else 0.0
+    if not np.isfinite(mean) or mean <= 0.0 or not np.all(np.isfinite(u)):
+        return np.full(u.shape, config.beta_init)
+    ratio = np.clip((np.maximum(u, 0.0) / mean) ** config.kappa, config.rel_min, config.rel_max)
+    raw = 1.0 / ratio
+    raw /= np.exp(np.mean(np.log(raw)))
+    return np.clip(config.beta_init * raw, config.beta_min, config.beta_max)
 
 
 class Calibrator:
@@ -131,15 +153,16 @@ class Calibrator:
         utility: Mapping[str, float],
         n_samples: Mapping[str, int] | int,
     ) -> dict[str, float]:
-        """One controller step per task with a KL measurement; returns the new betas."""
+        """One step toward the utility-scaled betas; the KL level and targets are tracked.
+
+        Returns the new betas."""
         if self.config.mode == "fixed":
             return self.betas()
         missing = [t for t in self.tasks if t not in utility]
         if missing:
             raise ValueError(f"calibration: utility missing for tasks {missing}")
         cfg = self.config
-        kls: dict[int, float] = {}
-        weights: dict[int, float] = {}
+        level, weight = 0.0, 0.0
         for task, kl in measured_kl.items():
             if task not in self.tasks:
                 raise ValueError(f"calibration: KL for unknown task {task!r} (tasks: {self.tasks})")
@@ -149,28 +172,19 @@ class Calibrator:
                     f"calibration: measured KL of task {task!r} must be finite and >= 0, got {kl}"
                 )
             n = n_samples if isinstance(n_samples, int) else int(n_samples.get(task, 0))
-            if n > 0:
-                kls[self.tasks.index(task)] = kl
-                weights[self.tasks.index(task)] = float(n)
-        if not kls:
-            return self.betas()
-        level = sum(kls[t] * weights[t] for t in kls) / sum(weights.values())
-        self.kl_run = (
-            level if np.isnan(self.kl_run) else (1 - cfg.kl_ema) * self.kl_run + cfg.kl_ema * level
-        )
+            level += kl * max(n, 0)
+            weight += max(n, 0)
         u = np.array([float(utility[t]) for t in self.tasks])
-        self.targets = kl_targets(u, self.kl_run, cfg)
-        if self.kl_run < cfg.kl_floor:
-            return self.betas()
-        for t, kl in kls.items():
-            err = float(
-                np.clip(
-                    np.log(max(kl, cfg.kl_floor) / self.targets[t]), -cfg.err_clip, cfg.err_clip
-                )
+        if weight > 0:
+            level /= weight
+            self.kl_run = (
+                level
+                if np.isnan(self.kl_run)
+                else (1 - cfg.kl_ema) * self.kl_run + cfg.kl_ema * level
             )
-            self.beta[t] = float(
-                np.clip(self.beta[t] * np.exp(err / cfg.horizon), cfg.beta_min, cfg.beta_max)
-            )
+            self.targets = kl_targets(u, self.kl_run, cfg)
+        step = np.clip(np.log(beta_targets(u, cfg) / self.beta), -cfg.err_clip, cfg.err_clip)
+        self.beta = np.clip(self.beta * np.exp(step / cfg.horizon), cfg.beta_min, cfg.beta_max)
         return self.betas()
 
     def state_dict(self) -> dict[str, Any]:

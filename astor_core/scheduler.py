@@ -92,7 +92,7 @@ class SchedulerConfig:
     """eps: mass spread evenly over tasks, so no task starves (anti-forgetting floor)."""
     prompt_scoring: str = "expected"
     """Level-2 score: 'thompson' (sampled p(1-p)) or 'expected' (E[p(1-p)], ties at random)."""
-    revisit_gap: int = 4
+    revisit_gap: int = 40
     """ASTOR level 2: a prompt scheduled in round r is not scheduled again before round
     r + revisit_gap (0: no bound), unless its task has no other prompt left to give; bounds how
     often one prompt is replayed, whatever its score."""

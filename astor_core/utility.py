@@ -48,7 +48,7 @@ class UtilityConfig:
     """Beta prior pseudo-successes of every prompt (unseen prompts keep the prior)."""
     prior_b: float = 1.0
     """Beta prior pseudo-failures of every prompt."""
-    decay: float = 0.95
+    decay: float = 0.99
     """gamma: per-round factor pulling each prompt's evidence back toward the prior."""
     informativeness: str = "variance"
     """'variance' (posterior mean of the observed within-group variance) or 'beta' (E[p(1-p)])."""

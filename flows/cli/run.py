@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from flows.cli._common import local_run_env, quiet_env
+from flows.cli._common import fail, local_run_env, quiet_env
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="params file (DVC-tracked)")]
 SetOpt = Annotated[
@@ -135,8 +136,24 @@ def evaluate(
     out: Annotated[Path, typer.Option(help="metrics JSON (DVC metrics file)")] = Path(
         "metrics/eval.json"
     ),
+    samples: Annotated[
+        int, typer.Option(min=1, help="completions per item: k of mean@k (1 = one per item)")
+    ] = 1,
+    temperature: Annotated[
+        float | None,
+        typer.Option(help="sampling temperature (default: 0 = greedy for k = 1, 1.0 for k > 1)"),
+    ] = None,
+    items: Annotated[
+        int | None,
+        typer.Option(
+            help="items per task, first by prompt_id (default: train.eval_items_per_task; 0: all)"
+        ),
+    ] = None,
+    split: Annotated[str, typer.Option(help="pool file <data.pools_dir>/<split>.parquet")] = "eval",
+    seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
 ) -> None:
-    """Held-out evaluation of a trained policy on the eval pools (greedy, one sample per item)."""
+    """Score a saved policy on a pools directory: greedy, or sampled mean@k
+    (e.g. --samples 8 --temperature 1.0 -S data.pools_dir=DIR)."""
     quiet_env()
     import json
     from dataclasses import replace
@@ -144,22 +161,52 @@ def evaluate(
     import pandas as pd
 
     from astor_core import TASKS
+    from astor_core.atomic import write_text_atomic
     from astor_core.config import load_config
-    from astor_core.evaluation import eval_subset, macro_average
-    from astor_core.pipeline import evaluate_policy
+    from astor_core.evaluation import eval_subset, evaluate_sampled
+    from astor_core.pipeline import sandbox_for
     from astor_core.policy.trainer import PolicyTrainer
 
     cfg = load_config(config, list(set_ or []))
+    temp = (0.0 if samples == 1 else 1.0) if temperature is None else temperature
+    if temp < 0:
+        raise fail(f"--temperature must be >= 0, got {temp}")
+    if samples > 1 and temp == 0:
+        raise fail("--samples > 1 needs --temperature > 0 (greedy decoding repeats itself)")
     path = model or Path(cfg.train.run_dir) / "policy"
+    if not (path / "config.json").is_file():
+        raise fail(f"model directory {path} has no config.json (not a saved policy)")
+    pool = Path(cfg.data.pools_dir) / f"{split}.parquet"
+    if not pool.is_file():
+        raise fail(f"pool file {pool} does not exist (data.pools_dir={cfg.data.pools_dir})")
+    sampling = replace(cfg.rollout.sampling, temperature=temp)
+    cfg.sections["rollout"] = replace(cfg.rollout, sampling=sampling)
     cfg.sections["model"] = replace(cfg.model, name_or_path=str(path))
-    policy = PolicyTrainer.from_config(cfg, seed=cfg.train.seed)
-    frame = pd.read_parquet(Path(cfg.data.pools_dir) / "eval.parquet")
-    records = eval_subset(frame.to_dict(orient="records"), TASKS, cfg.train.eval_items_per_task)
-    table = evaluate_policy(policy, records, cfg)
-    result = {"model": str(path), "average_mean_reward": macro_average(table), "tasks": table}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    typer.echo(json.dumps(result, indent=2, sort_keys=True))
+    policy = PolicyTrainer.from_config(cfg, seed=seed)
+    frame = pd.read_parquet(pool)
+    per_task = cfg.train.eval_items_per_task if items is None else items
+    records = eval_subset(frame.to_dict(orient="records"), TASKS, per_task)
+
+    def sample(prompts: list[str], k: int) -> list[str]:
+        if temp == 0:
+            return policy.greedy(prompts)
+        return [r.completion for r in policy.sample(prompts, k, seed=seed)]
+
+    table = evaluate_sampled(
+        sample, records, samples, cfg.rewards, sandbox_for(asdict(cfg.sandbox))
+    )
+    result = {
+        "model": str(path),
+        "pools": str(pool),
+        "samples": samples,
+        "temperature": temp,
+        "average_mean_reward": float(sum(t.mean_reward for t in table.values()) / len(table)),
+        "tasks": {task: ev.metrics() for task, ev in table.items()},
+        "item_rewards": {task: ev.item_rewards for task, ev in table.items()},
+    }
+    text = json.dumps(result, indent=2, sort_keys=True) + "\n"
+    write_text_atomic(out, text)
+    typer.echo(json.dumps({k: v for k, v in result.items() if k != "item_rewards"}, indent=2))
 
 
 def bootstrap(
