@@ -305,7 +305,7 @@ def group_signal(successes: np.ndarray, group_size: int, peak: float) -> np.ndar
     all-fail group (GRPO has nothing to learn from it).
 
     >>> group_signal(np.array([0, 3, 4, 8]), 8, 1 / 3).round(3).tolist()
-    [0.0, 0.246, 0.211, 0.0]
+    [0.0, 0.247, 0.211, 0.0]
     """
     p = successes / group_size
     m = 1.0 / peak - 1.0

@@ -237,4 +237,5 @@ def _finish(ctx: pipeline.RunContext, tracker: tracking.RunTracker) -> dict[str,
         "prefect_flow_run_id": _flow_run_id(),
         "rounds": ctx.round,
         "eval": final_eval,
+        "betas": ctx.calibrator.betas(),
     }

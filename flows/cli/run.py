@@ -82,10 +82,42 @@ def _print_result(result: dict) -> None:
     for task, row in result["eval"].items():
         table.add_row(task, *(f"{row[m]:.3f}" for m in metrics))
     console.print(table)
+    for line in rl_vs_start_lines(result):
+        console.print(line, markup=False, highlight=False)
     console.print("\n[bold]Open the UIs on this run[/bold]")
     for line in ui_commands(result["mlflow_url"], result.get("prefect_flow_run_id", "")):
         # soft_wrap: a narrow terminal or a log file must not get line breaks inside a command
         console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+
+def rl_vs_start_lines(result: dict) -> list[str]:
+    """What RL changed: the final policy vs the SFT start on the same items (when the result
+    has both), and the per-task KL coefficients the run ended with.
+
+    >>> rl_vs_start_lines({"eval": {"a": {"mean_reward": 0.3}, "b": {"mean_reward": 0.1}},
+    ...                    "sft_eval": {"a": {"mean_reward": 0.2}, "b": {"mean_reward": 0.1}},
+    ...                    "betas": {"a": 0.02, "b": 0.08}})
+    ['mean reward, same items: SFT start 0.150 -> after RL 0.200 (+0.050)', '  a: 0.200 -> 0.300 (+0.100)', '  b: 0.100 -> 0.100 (+0.000)', 'per-task beta at the end: a 0.02, b 0.08 (max/min 4.0x)']
+    """
+    lines: list[str] = []
+    start, end = result.get("sft_eval"), result.get("eval")
+    if start and end:
+        tasks = [t for t in end if t in start]
+        avg_s = sum(start[t]["mean_reward"] for t in tasks) / len(tasks)
+        avg_e = sum(end[t]["mean_reward"] for t in tasks) / len(tasks)
+        lines.append(
+            f"mean reward, same items: SFT start {avg_s:.3f} -> after RL {avg_e:.3f} "
+            f"({avg_e - avg_s:+.3f})"
+        )
+        for t in tasks:
+            s, e = start[t]["mean_reward"], end[t]["mean_reward"]
+            lines.append(f"  {t}: {s:.3f} -> {e:.3f} ({e - s:+.3f})")
+    betas = result.get("betas")
+    if betas:
+        spread = max(betas.values()) / min(betas.values())
+        listed = ", ".join(f"{t} {b:.3g}" for t, b in betas.items())
+        lines.append(f"per-task beta at the end: {listed} (max/min {spread:.1f}x)")
+    return lines
 
 
 def ui_commands(mlflow_url: str, flow_run_id: str = "") -> list[str]:
