@@ -78,3 +78,21 @@ def test_bad_arguments_fail_with_one_line_and_write_nothing(
         res = runner.invoke(app, base + extra)
         assert res.exit_code != 0 and message in res.output, res.output
         assert not out.exists()
+
+
+def test_demo_scores_the_sft_start_on_the_runs_eval_items(
+    mini_assets: Path, tmp_path: Path
+) -> None:
+    from astor_core.config import load_config
+    from astor_core.demo import evaluate_start_policy
+
+    cfg = load_config(_params(mini_assets, tmp_path))
+    table = evaluate_start_policy(cfg)
+    assert set(table) == {
+        "code_reasoning",
+        "code_generation",
+        "unit_test_generation",
+        "commit_message",
+    }
+    for row in table.values():
+        assert row["items"] == cfg.train.eval_items_per_task
