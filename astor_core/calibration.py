@@ -86,7 +86,7 @@ def kl_targets(utility: np.ndarray, kl_run: float, config: CalibrationConfig) ->
     """KL*_k = KL_run clip((max(U_k, 0) / mean U) ** kappa, rel_min, rel_max); KL_run
     everywhere if mean U <= 0 or a utility is not finite.
 
-    >>> cfg = CalibrationConfig()
+    >>> cfg = CalibrationConfig(kappa=1.0)
     >>> kl_targets(np.array([1.0, 1.0]), 0.02, cfg).tolist()
     [0.02, 0.02]
     >>> kl_targets(np.array([3.0, -1.0]), 0.02, cfg).round(6).tolist()
@@ -108,7 +108,7 @@ def beta_targets(utility: np.ndarray, config: CalibrationConfig) -> np.ndarray:
     regularisation between tasks (less on the tasks worth training, more on saturated or
     interfering ones) without changing its overall level. beta_init everywhere if mean U <= 0.
 
-    >>> cfg = CalibrationConfig(beta_init=0.04)
+    >>> cfg = CalibrationConfig(beta_init=0.04, kappa=1.0)
     >>> beta_targets(np.array([1.0, 1.0]), cfg).tolist()
     [0.04, 0.04]
     >>> b = beta_targets(np.array([3.0, 1.0]), cfg)

@@ -567,7 +567,10 @@ class UtilityTracker:
         k = len(self.tasks)
         self.posteriors = PromptPosteriors(pools, self.config)
         self.abs_adv = np.full(k, self.config.lp_init)
-        """EMA of the per-rollout learning signal (|R - mean R|, or |A| when 'normalised')."""
+        """EMA of the per-rollout learning signal (|R - mean R|, or |A| when 'normalised');
+        lp_init until the task's first measurement, which then replaces it."""
+        self.measured = np.zeros(k, dtype=bool)
+        """Whether the task's learning signal has been measured at least once."""
         self.synergy = np.eye(k)
         """The S the utility uses: accumulated cosines shrunk by their noise floors."""
         self.synergy_raw = np.full((k, k), np.nan)
@@ -669,7 +672,14 @@ class UtilityTracker:
                 )
         seen = count > 0
         lam = self.config.lp_ema
-        self.abs_adv[seen] = (1 - lam) * self.abs_adv[seen] + lam * signal_sum[seen] / count[seen]
+        now = np.divide(signal_sum, count, out=np.zeros(k), where=seen)
+        # optimistic only until measured: the first measurement replaces lp_init (an EMA that
+        # kept mixing in the prior would hide for rounds that a task gives no signal at all)
+        first = seen & ~self.measured
+        again = seen & self.measured
+        self.abs_adv[first] = now[first]
+        self.abs_adv[again] = (1 - lam) * self.abs_adv[again] + lam * now[again]
+        self.measured |= seen
         self.mean_reward[seen] = reward_sum[seen] / count[seen]
         self.zero_variance_fraction[seen] = zero_var[seen] / groups[seen]
         self.rollouts += count
@@ -750,6 +760,7 @@ class UtilityTracker:
         return {
             "posteriors": self.posteriors.state_dict(),
             "abs_adv": self.abs_adv.tolist(),
+            "measured": self.measured.tolist(),
             "synergy": self.synergy.tolist(),
             "synergy_raw": _matrix_to_json(self.synergy_raw),
             "synergy_floor": _matrix_to_json(self.synergy_floor),
@@ -763,6 +774,7 @@ class UtilityTracker:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.posteriors.load_state_dict(state["posteriors"])
         self.abs_adv = np.asarray(state["abs_adv"], dtype=np.float64)
+        self.measured = np.asarray(state["measured"], dtype=bool)
         self.synergy = np.asarray(state["synergy"], dtype=np.float64)
         self.synergy_raw = _matrix_from_json(state["synergy_raw"])
         self.synergy_floor = _matrix_from_json(state["synergy_floor"])

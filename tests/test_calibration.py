@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from astor_core.calibration import CalibrationConfig, Calibrator, kl_targets, make_calibrator
+from astor_core.calibration import (
+    CalibrationConfig,
+    Calibrator,
+    beta_targets,
+    kl_targets,
+    make_calibrator,
+)
 
 TASKS = ["a", "b", "c"]
 
@@ -39,36 +45,44 @@ def test_targets_follow_utility_ratio() -> None:
     assert np.all(kl_targets(np.array([1.0, np.nan]), 0.04, cfg) == 0.04)
 
 
+def test_beta_targets_follow_utility_at_fixed_geometric_mean() -> None:
+    cfg = CalibrationConfig(beta_init=0.04, kappa=1.0)
+    b = beta_targets(np.array([4.0, 1.0, 1.0]), cfg)  # mean 2: ratios 2, 0.5, 0.5
+    assert b[1] / b[0] == pytest.approx(4.0) and b[1] == pytest.approx(b[2])
+    assert np.exp(np.mean(np.log(b))) == pytest.approx(0.04)
+    assert np.all(beta_targets(np.array([1.0, np.nan]), cfg) == 0.04)
+    assert np.all(beta_targets(np.array([-1.0, -2.0]), cfg) == 0.04)
+
+
 def test_controller_step_in_log_space_with_horizon_in_rounds() -> None:
-    cfg = CalibrationConfig(beta_init=0.1, horizon=2.0, err_clip=1.0, kl_ema=1.0)
-    cal = Calibrator(TASKS, cfg)
-    util = {"a": 1.0, "b": 1.0, "c": 1.0}
-    # run level = (0.1 + 0.05) / 2 = 0.075 = every target (equal utilities)
-    cal.update({"a": 0.1, "b": 0.05, "c": 0.0}, util, {"a": 100, "b": 100, "c": 0})
-    beta = cal.betas()
-    assert cal.kl_run == pytest.approx(0.075)
-    assert beta["a"] == pytest.approx(0.1 * np.exp(np.log(0.1 / 0.075) / 2))
-    assert beta["b"] == pytest.approx(0.1 * np.exp(np.log(0.05 / 0.075) / 2))
-    assert beta["c"] == 0.1  # no samples: unchanged
-    # run level ~33.7: errors ln(100 / 33.7) and ln(1e-6 / 33.7) clipped at +-1: e^+-0.5 a round
-    cal.update({"a": 100.0, "b": 0.0, "c": 1.0}, util, 10)
-    assert cal.betas()["a"] == pytest.approx(beta["a"] * np.exp(0.5))
-    assert cal.betas()["b"] == pytest.approx(beta["b"] * np.exp(-0.5))
+    cfg = CalibrationConfig(beta_init=0.04, horizon=2.0, err_clip=1.0, kappa=1.0)
+    cal = Calibrator(["a", "b"], cfg)
+    util = {"a": 1.5, "b": 0.5}  # ratios 1.5, 0.5 -> targets 0.04 / 1.5 * g, 0.04 / 0.5 * g
+    target = beta_targets(np.array([1.5, 0.5]), cfg)
+    cal.update({"a": 0.01, "b": 0.01}, util, 64)
+    step = np.clip(np.log(target / 0.04), -1, 1) / 2
+    assert list(cal.betas().values()) == pytest.approx((0.04 * np.exp(step)).tolist())
+    assert cal.kl_run == pytest.approx(0.01)
+    assert cal.target_kls()["a"] == pytest.approx(0.015)  # KL_run * ratio: tracked
+    for _ in range(30):
+        cal.update({"a": 0.01, "b": 0.01}, util, 64)
+    assert list(cal.betas().values()) == pytest.approx(target.tolist())
 
 
-def test_nothing_moves_while_the_policy_is_at_the_reference() -> None:
+def test_betas_act_without_kl_and_stay_put_for_equal_utilities() -> None:
     cal = Calibrator(TASKS)
-    cal.update({"a": 0.0, "b": 0.0, "c": 0.0}, {"a": 3.0, "b": 1.0, "c": 0.1}, 64)
-    assert cal.betas() == {t: 0.04 for t in TASKS}
+    cal.update({}, {"a": 1.0, "b": 1.0, "c": 1.0}, 64)
+    assert cal.betas() == pytest.approx({t: 0.04 for t in TASKS})
+    cal.update({}, {"a": 3.0, "b": 1.0, "c": 1.0}, 64)
+    assert cal.betas()["a"] < 0.04 < cal.betas()["b"]
 
 
 def test_high_utility_task_gets_lower_beta_within_a_few_rounds() -> None:
-    """Both tasks reach the same KL: the useful one is let go, the other held; after 6 rounds
-    (the demo's length) their betas are more than 2x apart."""
+    """A task worth twice another: after 6 rounds (the demo's length) their betas are more
+    than 2x apart, whatever KL they reach."""
     cal = Calibrator(["hi", "lo"], CalibrationConfig())
     for _ in range(6):
-        cal.update({"hi": 0.01, "lo": 0.01}, {"hi": 3.0, "lo": 1.0}, 128)
-    assert cal.target_kls()["hi"] > cal.target_kls()["lo"]
+        cal.update({"hi": 0.01, "lo": 0.01}, {"hi": 2.0, "lo": 1.0}, 128)
     assert cal.betas()["lo"] / cal.betas()["hi"] >= 2.0
 
 
@@ -95,11 +109,11 @@ def test_beta_stays_within_bounds(steps: list) -> None:
 def test_fixed_mode_and_factory() -> None:
     for name in ("uniform", "proportional", "ucb", "specialist:a", "astor_fixed_beta"):
         cal = make_calibrator(name, TASKS)
-        cal.update({"a": 5.0, "b": 0.1}, {"a": 1.0, "b": 1.0, "c": 1.0}, 10_000)
+        cal.update({"a": 5.0, "b": 0.1}, {"a": 0.2, "b": 2.0, "c": 1.0}, 10_000)
         assert cal.config.mode == "fixed" and cal.betas() == {t: 0.04 for t in TASKS}
     for name in ("astor", "astor_no_synergy", "astor_no_prio"):
         cal = make_calibrator(name, TASKS)
-        cal.update({"a": 5.0, "b": 0.1}, {"a": 1.0, "b": 1.0, "c": 1.0}, 10_000)
+        cal.update({"a": 5.0, "b": 0.1}, {"a": 0.2, "b": 2.0, "c": 1.0}, 10_000)
         assert cal.betas()["a"] > 0.04 > cal.betas()["b"]
 
 

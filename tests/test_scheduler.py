@@ -226,7 +226,9 @@ def test_level2_prefers_informative_prompts() -> None:
 
 def test_thompson_scoring_runs_and_prefers_informative_on_average() -> None:
     pools = {"t": [f"p{i}" for i in range(200)]}
-    cfg = SchedulerConfig(prompts_per_round=20, samples_per_prompt=8, prompt_scoring="thompson")
+    cfg = SchedulerConfig(
+        prompts_per_round=20, samples_per_prompt=8, prompt_scoring="thompson", revisit_gap=0
+    )
     sched = make_scheduler("astor", pools, cfg, 0)
     fb = [PromptFeedback("t", f"p{i}", [1.0, 0.0] * 4 if i < 20 else [1.0] * 8) for i in range(200)]
     sched.update(RoundFeedback(0, fb))

@@ -66,18 +66,21 @@ def test_learning_potential_is_ema_of_reward_spread_times_informative_fraction()
         ],
     )
     tr.update(fb)
-    # spread: mean |R - mean R| over the 4 rollouts = (0.5 + 0.5 + 0 + 0) / 4
-    assert tr.abs_adv[0] == pytest.approx(0.5 * 0.5 + 0.5 * 0.25)
-    assert tr.abs_adv[1] == 0.5  # task b not trained: unchanged
+    # spread: mean |R - mean R| over the 4 rollouts = (0.5 + 0.5 + 0 + 0) / 4; the first
+    # measurement replaces the optimistic initial value
+    assert tr.abs_adv[0] == pytest.approx(0.25)
+    assert tr.abs_adv[1] == 0.5  # task b not trained: still optimistic
     frac = tr.informative_fractions()
-    assert tr.learning_potential()[0] == pytest.approx(0.375 * frac[0])
+    assert tr.learning_potential()[0] == pytest.approx(0.25 * frac[0])
     assert tr.zero_variance_fraction[0] == pytest.approx(0.5)
     assert tr.mean_reward[0] == pytest.approx(0.75)
     assert tr.rollouts.tolist() == [4, 0]
+    tr.update(RoundFeedback(1, [PromptFeedback("a", "a2", [1.0, 1.0])]))
+    assert tr.abs_adv[0] == pytest.approx(0.5 * 0.25 + 0.5 * 0.0)  # then an EMA
     # the paper's signal: the trainer's |advantage| per rollout
     norm = UtilityTracker(POOLS, UtilityConfig(lp_ema=0.5, lp_init=1.0, lp_signal="normalised"))
     norm.update(fb)
-    assert norm.abs_adv[0] == pytest.approx(0.5 * 1.0 + 0.5 * 0.2)
+    assert norm.abs_adv[0] == pytest.approx(0.2)
 
 
 def test_noisy_flat_rewards_cannot_inflate_learning_potential() -> None:
