@@ -63,7 +63,7 @@ class UtilityConfig:
     for rewards in [0, 1] is 0.5 for 'spread' and 1.0 for 'normalised')."""
     synergy_decay: float = 0.9
     """Per-round factor on the accumulated per-task gradient sums (the past's weight)."""
-    synergy_sketch_dim: int = 65536
+    synergy_sketch_dim: int = 16384
     """Gradients longer than this are count-sketched to this length (inner products preserved
     in expectation); shorter ones are kept whole."""
     synergy_z: float = 2.0
