@@ -1,13 +1,17 @@
-"""Held-out evaluation: one greedy completion per item, scored by the task's own verifier.
+"""Held-out evaluation: completions per item, scored by the task's own verifier.
 
 Metrics per task: ``mean_reward`` (the task's reward in [0, 1]: fraction of tests passed,
 fraction of mutants killed, B-Norm BLEU, exact prediction) and ``solve_rate`` (the fraction
-of items whose reward says fully solved).
+of items whose reward says fully solved). :func:`evaluate_generate` takes one (greedy)
+completion per item; :func:`evaluate_sampled` takes k per item and reports mean@k (the
+expected reward of the sampling policy), pass@k, the standard error over items and every
+item's mean reward (for paired comparisons of two policies on the same items).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,6 +20,39 @@ from astor_core.tasks import RewardConfig, get_task
 
 Generate = Callable[[list[str]], list[str]]
 """Prompts -> one completion each (greedy, for evaluation)."""
+SampleK = Callable[[list[str], int], list[str]]
+"""(prompts, k) -> k completions per prompt, prompt-major (prompt i's at [i*k, (i+1)*k))."""
+
+
+@dataclass
+class TaskEval:
+    """One task's held-out scores over ``samples`` completions per item."""
+
+    mean_reward: float
+    """Mean reward over items and samples (mean@k; the greedy reward when k = 1 greedy)."""
+    solve_rate: float
+    """Fraction of completions that fully solve their item."""
+    pass_at_k: float
+    """Fraction of items with at least one fully solving completion among the k."""
+    stderr: float
+    """Standard error of mean_reward over items (std of item means / sqrt(items))."""
+    items: int
+    """Items scored."""
+    samples: int
+    """Completions per item (k)."""
+    item_rewards: dict[str, float]
+    """prompt_id -> that item's mean reward over its k completions."""
+
+    def metrics(self) -> dict[str, float]:
+        """The scalar metrics (what tables, MLflow and DVC take)."""
+        return {
+            "mean_reward": self.mean_reward,
+            "solve_rate": self.solve_rate,
+            "pass_at_k": self.pass_at_k,
+            "stderr": self.stderr,
+            "items": float(self.items),
+            "samples": float(self.samples),
+        }
 
 
 def score_items(
@@ -49,15 +86,18 @@ def score_items(
 def eval_subset(
     records: Sequence[Mapping[str, Any]], tasks: Sequence[str], per_task: int
 ) -> dict[str, list[dict[str, Any]]]:
-    """The fixed held-out items per task: the first `per_task` by prompt_id (any pool order).
+    """The fixed held-out items per task: the first `per_task` by prompt_id (any pool order);
+    every item when `per_task` <= 0.
 
     >>> recs = [{"task": "a", "prompt_id": "2"}, {"task": "a", "prompt_id": "1"}, {"task": "b", "prompt_id": "3"}]
     >>> {t: [r["prompt_id"] for r in rs] for t, rs in eval_subset(recs, ["a", "b"], 1).items()}
     {'a': ['1'], 'b': ['3']}
+    >>> [len(rs) for rs in eval_subset(recs, ["a", "b"], 0).values()]
+    [2, 1]
     """
     by_task: dict[str, list[dict[str, Any]]] = {t: [] for t in tasks}
     for r in sorted(records, key=lambda r: str(r["prompt_id"])):
-        if r["task"] in by_task and len(by_task[r["task"]]) < per_task:
+        if r["task"] in by_task and (per_task <= 0 or len(by_task[r["task"]]) < per_task):
             by_task[r["task"]].append(dict(r))
     return by_task
 
@@ -75,6 +115,61 @@ def evaluate_generate(
             continue
         prompts = [get_task(task, rewards).format_prompt(r) for r in records]
         out[task] = score_items(task, records, generate(prompts), rewards, sandbox)
+    return out
+
+
+def evaluate_sampled(
+    sample: SampleK,
+    records_by_task: Mapping[str, Sequence[Mapping[str, Any]]],
+    samples: int = 1,
+    rewards: RewardConfig | None = None,
+    sandbox: Any = None,
+) -> dict[str, TaskEval]:
+    """Score ``samples`` completions per item, task by task.
+
+    >>> recs = {"commit_message": [
+    ...     {"prompt_id": i, "task": "commit_message", "payload": '{"diff": "d", "prompt": "p"}',
+    ...      "reference": "fix typo in readme", "tests": "[]"} for i in ("a", "b")]}
+    >>> fake = lambda prompts, k: ["fix typo in readme", "add a test"] * len(prompts)
+    >>> ev = evaluate_sampled(fake, recs, samples=2)["commit_message"]
+    >>> ev.solve_rate, ev.pass_at_k, ev.items, ev.samples, sorted(ev.item_rewards)
+    (0.5, 1.0, 2, 2, ['a', 'b'])
+    """
+    if samples < 1:
+        raise ValueError(f"evaluation: samples must be >= 1, got {samples}")
+    out: dict[str, TaskEval] = {}
+    for task, records in records_by_task.items():
+        if not records:
+            continue
+        verifier = get_task(task, rewards)
+        if task != "commit_message" and sandbox is None:
+            from astor_core.sandbox import default_sandbox
+
+            sandbox = default_sandbox()
+        prompts = [verifier.format_prompt(r) for r in records]
+        completions = sample(prompts, samples)
+        if len(completions) != len(records) * samples:
+            raise RuntimeError(
+                f"evaluation of {task}: {len(completions)} completions for "
+                f"{len(records)} items x {samples} samples"
+            )
+        repeated = [r for r in records for _ in range(samples)]
+        scored = verifier.score_batch(repeated, list(completions), sandbox)
+        values = np.array([r.value for r in scored], dtype=float).reshape(len(records), samples)
+        passed = np.array([r.passed for r in scored], dtype=bool).reshape(len(records), samples)
+        item_means = values.mean(axis=1)
+        n = len(records)
+        out[task] = TaskEval(
+            mean_reward=float(item_means.mean()),
+            solve_rate=float(passed.mean()),
+            pass_at_k=float(passed.any(axis=1).mean()),
+            stderr=float(item_means.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
+            items=n,
+            samples=samples,
+            item_rewards={
+                str(r["prompt_id"]): float(m) for r, m in zip(records, item_means, strict=True)
+            },
+        )
     return out
 
 

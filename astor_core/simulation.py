@@ -80,6 +80,38 @@ class TaskSpec:
 
 
 @dataclass
+class MemorisingParams:
+    """Dynamics of the ``memorising`` learner (scenario key ``memorising``; every field has a
+    default, so every scenario runs with either learner). Chosen from published facts and
+    frozen, with the scenario files, before any scheduler ran on this learner."""
+
+    learning_rate: float = 0.8
+    """Skill change per unit of group learning signal (sets the time scale only; chosen with
+    the uniform scheduler alone so it needs about as many rollouts as on the rasch learner)."""
+    signal_peak: float = 0.3333333333333333
+    """Group pass rate at which a group teaches most: the signal is p^1 (1 - p)^m with the peak
+    at 1 / (1 + m), scaled to a maximum of 0.25 (not p(1 - p), whose peak is 0.5): positive
+    samples on hard prompts carry more than on easy ones."""
+    replay_scale: float = 2.0
+    """Generalising gain of a group x 1 / (1 + visits / replay_scale): the n-th replay of one
+    prompt teaches less and less that transfers to unseen prompts."""
+    memorisation: float = 2.0
+    """Logit gain of the prompt itself per unit of signal it gave (train-only: the policy
+    memorises that prompt, which then looks solved without any held-out gain)."""
+    drift: float = 2.0
+    """Collateral drift: every task's drift D_k grows by this x the round's total skill update;
+    success is sigmoid(s - D - d). What the KL penalty to the reference exists to prevent."""
+    kl_strength: float = 25.0
+    """kappa_k = kl_strength beta_k: task k's KL term removes a fraction 1 - exp(-kappa_k n_k / B)
+    of its drift per round and shrinks its own skill step by 1 / (1 + kl_slow kappa_k)."""
+    kl_slow: float = 0.3
+    """How much a task's KL term slows its own learning (see kl_strength)."""
+    transfer_misspecification: float = 0.25
+    """Std of the symmetric perturbation of sym(T) that the gradient directions follow (the
+    scheduler never sees the true T verbatim)."""
+
+
+@dataclass
 class Scenario:
     """A simulated multi-task learning problem, loaded from configs/scenarios/*.yaml."""
 
@@ -109,9 +141,17 @@ class Scenario:
     """Rollout budget (completions) of one run."""
     target_mean_success: float = 0.6
     """Mean held-out success over tasks that counts as 'reached'."""
+    split: str = "test"
+    """'validation' (method constants may be tuned on it) or 'test' (report only)."""
+    memorising: MemorisingParams = field(default_factory=MemorisingParams)
+    """Dynamics of the memorising learner (ignored by the rasch learner)."""
 
     def __post_init__(self) -> None:
         self.tasks = [t if isinstance(t, TaskSpec) else TaskSpec(**t) for t in self.tasks]
+        if isinstance(self.memorising, Mapping):
+            self.memorising = MemorisingParams(**self.memorising)
+        if self.split not in ("validation", "test"):
+            raise ValueError(f"scenario {self.name!r}: split must be 'validation' or 'test'")
         k = len(self.tasks)
         t = np.asarray(self.transfer, dtype=np.float64)
         if t.shape != (k, k):
@@ -250,9 +290,129 @@ class SimulatedLearner:
         return RoundFeedback(
             round_idx=plan.round_idx,
             prompts=prompts,
-            gradients=grads,
+            pg_gradients=grads,
             kl={task: float(kl[t]) for task, t in self.pos.items() if n_prompts[t] > 0},
         )
+
+
+LEARNERS: tuple[str, ...] = ("rasch", "memorising")
+"""Simulated learners: 'rasch' (signal = group variance, ~p(1-p); gradients from the true T) and
+'memorising' (built without the scheduler's assumptions; see MemorisingLearner)."""
+
+
+def group_signal(successes: np.ndarray, group_size: int, peak: float) -> np.ndarray:
+    """Learning signal of groups with ``successes`` of ``group_size``: p (1 - p)^m with
+    p = successes / G and m = 1 / peak - 1, scaled to a maximum of 0.25; 0 for an all-pass or
+    all-fail group (GRPO has nothing to learn from it).
+
+    >>> group_signal(np.array([0, 3, 4, 8]), 8, 1 / 3).round(3).tolist()
+    [0.0, 0.247, 0.211, 0.0]
+    """
+    p = successes / group_size
+    m = 1.0 / peak - 1.0
+    top = peak * (1.0 - peak) ** m
+    return 0.25 * p * (1.0 - p) ** m / top
+
+
+class MemorisingLearner(SimulatedLearner):
+    """A learner not built on the scheduler's own assumptions (docs/METHOD.md section 4):
+
+    - the learning signal of a group peaks at a pass rate of ``signal_peak`` (1/3), not at the
+      1/2 that p(1 - p) and the scheduler's informativeness assume; metric noise teaches nothing;
+    - replaying a prompt has diminishing returns: its generalising gain is divided by
+      1 + visits / replay_scale, and the prompt's own logit rises (memorisation), so it looks
+      solved in training without any held-out gain;
+    - every update causes collateral drift on every task, which that task's KL term removes in
+      proportion to beta_k and its share of the batch; the KL term also slows the task's own step;
+    - the scheduler's gradient vectors follow a perturbed sym(T), plus per-round noise.
+    """
+
+    def __init__(self, scenario: Scenario, seed: int) -> None:
+        super().__init__(scenario, seed)
+        mp = scenario.memorising
+        world = np.random.default_rng([seed, 2])
+        k = self.transfer.shape[0]
+        noise = world.normal(0.0, mp.transfer_misspecification, size=(k, k))
+        believed = (self.transfer + self.transfer.T) / 2.0 + (noise + noise.T) / 2.0
+        self.directions = _directions(believed, scenario.gradient_dim, world)
+        self.visits = {t: np.zeros(len(ids)) for t, ids in self.ids.items()}
+        self.memo = {t: np.zeros(len(ids)) for t, ids in self.ids.items()}
+        self.drift = np.zeros(k)
+
+    def success(self) -> np.ndarray:
+        return np.array(
+            [
+                float(_sigmoid(self.skill[k] - self.drift[k] - self.eval_difficulty[t]).mean())
+                for t, k in self.pos.items()
+            ]
+        )
+
+    def kl(self) -> np.ndarray:
+        return self.scenario.kl_curvature * ((self.skill - self.skill0) ** 2 + self.drift**2)
+
+    def step(self, plan: RoundPlan, betas: Mapping[str, float]) -> RoundFeedback:
+        sc, mp = self.scenario, self.scenario.memorising
+        k = len(self.pos)
+        g_size = plan.samples_per_prompt
+        items = plan.items
+        t_idx = np.fromiter((self.pos[task] for task, _ in items), dtype=np.int64, count=len(items))
+        p_idx = np.fromiter(
+            (self.index[task][pid] for task, pid in items), dtype=np.int64, count=len(items)
+        )
+        diff = np.array([self.difficulty[t][i] for (t, _), i in zip(items, p_idx, strict=True)])
+        memo = np.array([self.memo[t][i] for (t, _), i in zip(items, p_idx, strict=True)])
+        visits = np.array([self.visits[t][i] for (t, _), i in zip(items, p_idx, strict=True)])
+        p = _sigmoid(self.skill[t_idx] - self.drift[t_idx] - diff + memo)
+        y = (self.rng.random((len(items), g_size)) < p[:, None]).astype(np.float64)
+        noise = np.array([sc.tasks[t].reward_noise for t in range(k)])[t_idx]
+        r = y
+        if np.any(noise > 0):
+            r = np.clip(y + self.rng.standard_normal(y.shape) * noise[:, None], 0.0, 1.0)
+        sig = group_signal(y.sum(axis=1), g_size, mp.signal_peak)
+        general = sig / (1.0 + visits / mp.replay_scale)
+        for n, ((task, _), i) in enumerate(zip(items, p_idx, strict=True)):
+            self.visits[task][i] += 1.0
+            self.memo[task][i] += mp.memorisation * sig[n]
+        signal = np.bincount(t_idx, weights=general, minlength=k) / sc.prompts_per_round
+        n_prompts = np.bincount(t_idx, minlength=k).astype(np.float64)
+        informative = np.bincount(t_idx, weights=(sig > 0).astype(np.float64), minlength=k)
+        adv = group_advantages(r)
+        prompts = [
+            PromptFeedback(task, pid, rr, aa)
+            for (task, pid), rr, aa in zip(items, r.tolist(), adv.tolist(), strict=True)
+        ]
+        beta = np.array([float(betas[t]) for t in self.pos])
+        frac = n_prompts / sc.prompts_per_round
+        kappa = mp.kl_strength * beta
+        own = mp.learning_rate * signal / (1.0 + mp.kl_slow * kappa)
+        learn = self.transfer @ own
+        gain = self.skill - self.skill0
+        forget = sc.forgetting * (1.0 - frac) * np.maximum(gain, 0.0)
+        self.skill = self.skill + learn - forget
+        self.drift = self.drift * np.exp(-kappa * frac) + mp.drift * float(np.abs(learn).sum())
+        grads = {}
+        for task, t in self.pos.items():
+            if informative[t] > 0:
+                noise_vec = self.rng.standard_normal(sc.gradient_dim) / np.sqrt(sc.gradient_dim)
+                grads[task] = self.directions[t] + sc.gradient_noise * noise_vec / np.sqrt(
+                    informative[t]
+                )
+        kl = self.kl()
+        return RoundFeedback(
+            round_idx=plan.round_idx,
+            prompts=prompts,
+            pg_gradients=grads,
+            kl={task: float(kl[t]) for task, t in self.pos.items() if n_prompts[t] > 0},
+        )
+
+
+def make_learner(name: str, scenario: Scenario, seed: int) -> SimulatedLearner:
+    """The simulated learner called ``name`` (see :data:`LEARNERS`)."""
+    if name == "rasch":
+        return SimulatedLearner(scenario, seed)
+    if name == "memorising":
+        return MemorisingLearner(scenario, seed)
+    raise ValueError(f"unknown learner {name!r}; choose one of {', '.join(LEARNERS)}")
 
 
 @dataclass
@@ -301,10 +461,11 @@ def run_simulation(
     budget: int | None = None,
     scheduler_config: SchedulerConfig | None = None,
     calibration_config: CalibrationConfig | None = None,
+    learner_name: str = "rasch",
 ) -> SimRun:
     """Train a simulated learner with one scheduler (+ its calibrator) until the rollout budget."""
     budget = budget or scenario.budget
-    learner = SimulatedLearner(scenario, seed)
+    learner = make_learner(learner_name, scenario, seed)
     sched = make_scheduler(
         scheduler, learner.pools(), _scheduler_config(scenario, scheduler_config), seed
     )
@@ -344,6 +505,7 @@ def run_specialists(
     budget: int | None = None,
     scheduler_config: SchedulerConfig | None = None,
     calibration_config: CalibrationConfig | None = None,
+    learner_name: str = "rasch",
 ) -> SimRun:
     """One specialist learner per task, each on budget / K rollouts; the ensemble's curve
     pairs each specialist with its own task (the specialists' rollouts add up)."""
@@ -351,7 +513,13 @@ def run_specialists(
     k = len(scenario.tasks)
     runs = [
         run_simulation(
-            scenario, f"specialist:{t}", seed, budget // k, scheduler_config, calibration_config
+            scenario,
+            f"specialist:{t}",
+            seed,
+            budget // k,
+            scheduler_config,
+            calibration_config,
+            learner_name,
         )
         for t in scenario.task_names
     ]
@@ -368,14 +536,16 @@ def run_specialists(
     )
 
 
-_Job = tuple[Scenario, str, int, "int | None", "SchedulerConfig | None", "CalibrationConfig | None"]
+_Job = tuple[
+    Scenario, str, int, "int | None", "SchedulerConfig | None", "CalibrationConfig | None", str
+]
 
 
 def _job(args: _Job) -> SimRun:
-    scenario, name, seed, budget, sched_cfg, cal_cfg = args
+    scenario, name, seed, budget, sched_cfg, cal_cfg, learner = args
     if name == "specialists":
-        return run_specialists(scenario, seed, budget, sched_cfg, cal_cfg)
-    return run_simulation(scenario, name, seed, budget, sched_cfg, cal_cfg)
+        return run_specialists(scenario, seed, budget, sched_cfg, cal_cfg, learner)
+    return run_simulation(scenario, name, seed, budget, sched_cfg, cal_cfg, learner)
 
 
 def evaluate_schedulers(
@@ -386,10 +556,13 @@ def evaluate_schedulers(
     workers: int = 1,
     scheduler_config: SchedulerConfig | None = None,
     calibration_config: CalibrationConfig | None = None,
+    learner: str = "rasch",
 ) -> dict[str, list[SimRun]]:
     """Every scheduler on seeds 0..seeds-1 of the scenario (processes when workers > 1)."""
+    if learner not in LEARNERS:
+        raise ValueError(f"unknown learner {learner!r}; choose one of {', '.join(LEARNERS)}")
     jobs: list[_Job] = [
-        (scenario, name, seed, budget, scheduler_config, calibration_config)
+        (scenario, name, seed, budget, scheduler_config, calibration_config, learner)
         for name in names
         for seed in range(seeds)
     ]

@@ -232,6 +232,27 @@ def write_report(parent_run_id: str, path: Path, command: str = "") -> Path:
         "",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
+    path.write_text("\n".join(lines) + kept_simulator_section(path))
     client.log_artifact(parent_run_id, str(path), "report")
     return path
+
+
+SIMULATOR_HEADING = "## Simulator"
+"""The report's simulator section is written by hand from `astor bench scheduler` and kept
+when the comparison part is regenerated."""
+
+
+def kept_simulator_section(path: Path) -> str:
+    r"""The simulator section of an existing report (from its heading to the end), or ''.
+
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "R.md"
+    >>> _ = p.write_text("# old\n\n## Simulator (x)\n\nfigures\n")
+    >>> kept_simulator_section(p)
+    '\n## Simulator (x)\n\nfigures\n'
+    """
+    if not path.exists():
+        return ""
+    text = path.read_text()
+    at = text.find(f"\n{SIMULATOR_HEADING}")
+    return "" if at < 0 else text[at:]

@@ -1,7 +1,8 @@
 """`astor demo`: the whole pipeline on the embedded default, as one Prefect flow.
 
 pools (build if missing) -> validation -> tiny model (init if missing) -> SFT warm-start
-(if missing) -> ASTOR RL rounds (the training flow, as a subflow) -> held-out evaluation.
+(if missing) -> ASTOR RL rounds (the training flow, as a subflow) -> held-out evaluation, and the
+SFT start evaluated on the same items (so the result says what RL changed).
 Every step is a task run (or subflow run) in the Prefect UI; rich shows the progress.
 """
 
@@ -45,6 +46,12 @@ def sft_warm_start(config_path: str, overrides: list[str]) -> dict[str, Any]:
     return info
 
 
+@task(name="sft-start-eval", cache_policy=NO_CACHE)
+def sft_start_eval(config_path: str, overrides: list[str]) -> dict[str, Any]:
+    cfg = load_config(config_path, overrides)
+    return core_demo.evaluate_start_policy(cfg)
+
+
 @flow(name="astor-demo", log_prints=True)
 def demo_flow(
     config_path: str = "params.yaml", overrides: list[str] | None = None
@@ -56,16 +63,17 @@ def demo_flow(
         ("tiny model", lambda: init_tiny_model(config_path, overrides)),
         ("SFT warm start", lambda: sft_warm_start(config_path, overrides)),
         ("RL rounds + evaluation", lambda: train_flow(config_path, overrides)),
+        ("SFT start on the same items", lambda: sft_start_eval(config_path, overrides)),
     ]
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
-    result: dict[str, Any] = {}
+    outputs: list[Any] = []
     with Progress(*columns, transient=False) as progress:
         overall = progress.add_task("astor demo", total=len(steps))
         for name, step in steps:
             progress.update(overall, description=f"astor demo: {name}")
-            result = step()
+            outputs.append(step())
             progress.advance(overall)
-    return result
+    return {**outputs[3], "sft_eval": outputs[4]}
 
 
 def run_demo(config: Path, overrides: list[str], fresh: bool = False) -> dict[str, Any]:

@@ -263,4 +263,5 @@ def _finish(
         "prefect_flow_run_id": _flow_run_id(),
         "rounds": ctx.round,
         "eval": final_eval,
+        "betas": ctx.calibrator.betas(),
     }

@@ -16,9 +16,10 @@ Names (:data:`SCHEDULER_NAMES`): ``astor``; ``uniform`` (equal shares, uniform p
 is fixed, see :func:`astor_core.method.calibration.make_calibrator`).
 
 Level 1: shares ``w = (1 - eps) softmax(U / tau) + eps / K``, the budget of B prompts split by
-largest remainder (capped by pool sizes). Level 2: Thompson sampling ``p ~ Beta(a, b)``, score
-``p (1 - p)``, the top B_k per task (ties at random), O(N) with ``np.argpartition``; no prompt
-is drawn twice in a round.
+largest remainder (capped by pool sizes). Level 2: the top B_k prompts per task by
+informativeness (``expected``, default) or by a Thompson sample ``p (1 - p)`` with
+``p ~ Beta(a, b)``, ties at random, O(N) with ``np.argpartition``; no prompt is drawn twice in a
+round, nor again within ``revisit_gap`` rounds unless its pool is used up.
 """
 
 from __future__ import annotations
@@ -91,6 +92,10 @@ class SchedulerConfig:
     """eps: mass spread evenly over tasks, so no task starves (anti-forgetting floor)."""
     prompt_scoring: str = "expected"
     """Level-2 score: 'thompson' (sampled p(1-p)) or 'expected' (E[p(1-p)], ties at random)."""
+    revisit_gap: int = 40
+    """ASTOR level 2: a prompt scheduled in round r is not scheduled again before round
+    r + revisit_gap (0: no bound), unless its task has no other prompt left to give; bounds how
+    often one prompt is replayed, whatever its score."""
     topk_presample: int = 8192
     """Strided subsample size used to pre-filter level-2 top-k candidates (speed only; exact)."""
     utility: UtilityConfig = field(default_factory=UtilityConfig)
@@ -113,6 +118,8 @@ class SchedulerConfig:
             raise ValueError(f"scheduler: temperature must be > 0, got {self.temperature}")
         if not 0.0 <= self.floor <= 1.0:
             raise ValueError(f"scheduler: floor must be in [0, 1], got {self.floor}")
+        if self.revisit_gap < 0:
+            raise ValueError(f"scheduler: revisit_gap must be >= 0, got {self.revisit_gap}")
 
 
 @dataclass
@@ -265,6 +272,7 @@ class Scheduler:
         self.sizes = np.array([len(pools[t]) for t in self.tasks], dtype=np.int64)
         self.rng = np.random.default_rng(seed)
         self.rounds_planned = 0
+        self.current_round = 0
         self.last_shares = np.full(len(self.tasks), 1.0 / len(self.tasks))
 
     # --- level 1 / level 2, overridden ---------------------------------------------------
@@ -281,6 +289,7 @@ class Scheduler:
 
     # --- the interface ------------------------------------------------------------------
     def plan(self, round_idx: int) -> RoundPlan:
+        self.current_round = round_idx
         shares = self.task_shares()
         self.last_shares = shares
         budgets = largest_remainder(shares, self.config.prompts_per_round, self.sizes)
@@ -325,7 +334,15 @@ class Scheduler:
             }
             for t, task in enumerate(self.tasks)
         }
-        return {"scheduler": self.name, "tasks": per_task, "synergy": tr.synergy.tolist()}
+        return {
+            "scheduler": self.name,
+            "tasks": per_task,
+            "synergy": tr.synergy.tolist(),
+            "synergy_raw": [[None if np.isnan(v) else float(v) for v in r] for r in tr.synergy_raw],
+            "synergy_floor": [
+                [None if np.isnan(v) else float(v) for v in r] for r in tr.synergy_floor
+            ],
+        }
 
     def extra_state(self) -> dict[str, Any]:
         return {}
@@ -379,6 +396,12 @@ class AstorScheduler(Scheduler):
             scores = post.informativeness(task)
         else:
             scores = post.thompson_scores(task, self.rng)
+        gap = self.config.revisit_gap
+        if gap > 0:
+            recent = self.current_round - post.last_round[task] < gap
+            if recent.any():
+                # below every real score (>= 0): taken only when the rest of the pool is used up
+                scores = np.where(recent, -1.0, scores)
         return top_k_random_ties(scores, budget, self.rng, self.config.topk_presample)
 
 

@@ -74,7 +74,8 @@ class RoundStats:
     scheduler: str
     per_task: dict[str, TaskRoundStats]
     synergy: dict[str, float]
-    """``"task_a/task_b"`` -> S_ab (a before b in the task order; measured pairs only)."""
+    """``"task_a/task_b"`` -> S_ab (a before b in the task order; measured pairs only), and
+    ``"task_a/task_b/raw"`` / ``".../floor"``: the accumulated cosine and its noise floor."""
     synergy_matrix: list[list[float]]
     """The K x K synergy matrix in the run's task order (NaN where not measured)."""
     metrics: dict[str, float] = field(default_factory=dict)

@@ -163,6 +163,7 @@ def update_scheduler(
             round_idx=batch.round_idx,
             prompts=prompts,
             gradients=update.get("task_gradients"),
+            pg_gradients=update.get("task_pg_gradients"),
             kl={t: float(v) for t, v in update["kl"].items()},
         )
     )
@@ -217,12 +218,17 @@ def round_record(
             informative_fraction=s["informative_fraction"],
         )
     matrix = sched["synergy"]
-    synergy = {
-        f"{a}/{b}": float(matrix[i][j])
-        for i, a in enumerate(ctx.tasks)
-        for j, b in enumerate(ctx.tasks)
-        if i < j and not math.isnan(float(matrix[i][j]))
-    }
+    synergy: dict[str, float] = {}  # S used, the raw accumulated cosine and its noise floor
+    for i, a in enumerate(ctx.tasks):
+        for j, b in enumerate(ctx.tasks[i + 1 :], start=i + 1):
+            for suffix, key in (
+                ("", "synergy"),
+                ("/raw", "synergy_raw"),
+                ("/floor", "synergy_floor"),
+            ):
+                value = sched[key][i][j] if key in sched else None
+                if value is not None and not math.isnan(float(value)):
+                    synergy[f"{a}/{b}{suffix}"] = float(value)
     return RoundStats(
         round=batch.round_idx,
         scheduler=ctx.cfg.train.scheduler,

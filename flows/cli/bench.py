@@ -1,7 +1,7 @@
 """`astor bench ...` commands.
 
-`astor bench scheduler --scenario FILE|all [--seeds N] [--budget R] [--json OUT]` runs every
-scheduler on simulated learners (astor_core.simulation) and prints, per scheduler, the rollouts
+`astor bench scheduler --scenario FILE|all [--learner rasch|memorising] [--seeds N]
+[--budget R] [--json OUT]` runs every scheduler on simulated learners (astor_core.simulation) and prints, per scheduler, the rollouts
 needed to reach the scenario's target mean success, the area under the mean-success curve and the
 final per-task success (mean and spread over seeds).
 
@@ -29,15 +29,22 @@ def compare_on_scenarios(
     budget: int | None,
     schedulers: list[str],
     workers: int,
+    learner: str = "rasch",
 ) -> dict[str, Any]:
-    """Run the schedulers on each scenario; per scenario the summary, plus ratios to uniform."""
+    """Run the schedulers on each scenario; per scenario the summary, plus ratios to uniform
+    (overall over every scenario, and over each split: validation / test)."""
     from astor_core.simulation import evaluate_schedulers, load_scenario, summarise
 
-    out: dict[str, Any] = {"seeds": seeds, "schedulers": schedulers, "scenarios": {}}
+    out: dict[str, Any] = {
+        "seeds": seeds,
+        "schedulers": schedulers,
+        "learner": learner,
+        "scenarios": {},
+    }
     for path in scenario_paths:
         scenario = load_scenario(path)
         runs = evaluate_schedulers(
-            scenario, schedulers, seeds=seeds, budget=budget, workers=workers
+            scenario, schedulers, seeds=seeds, budget=budget, workers=workers, learner=learner
         )
         summary = summarise(scenario, runs, budget)
         if "uniform" in summary:
@@ -46,22 +53,32 @@ def compare_on_scenarios(
                 row["ratio_to_uniform"] = row["rollouts_to_target_mean"] / base
         out["scenarios"][scenario.name] = {
             "file": str(path),
+            "split": scenario.split,
             "target_mean_success": scenario.target_mean_success,
             "budget": budget or scenario.budget,
             "results": summary,
         }
     if "uniform" in schedulers:
-        overall: dict[str, Any] = {}
-        for name in schedulers:
-            ratios = [s["results"][name]["ratio_to_uniform"] for s in out["scenarios"].values()]
-            aucs = [s["results"][name]["auc_mean"] for s in out["scenarios"].values()]
-            overall[name] = {
-                "mean_ratio_to_uniform": sum(ratios) / len(ratios),
-                "max_ratio_to_uniform": max(ratios),
-                "mean_auc": sum(aucs) / len(aucs),
-            }
-        out["overall"] = overall
+        out["overall"] = _overall(out["scenarios"].values(), schedulers)
+        for split in ("validation", "test"):
+            part = [s for s in out["scenarios"].values() if s["split"] == split]
+            if part and len(part) < len(out["scenarios"]):
+                out[f"overall_{split}"] = _overall(part, schedulers)
     return out
+
+
+def _overall(scenarios: Any, schedulers: list[str]) -> dict[str, Any]:
+    scenarios = list(scenarios)
+    overall: dict[str, Any] = {}
+    for name in schedulers:
+        ratios = [s["results"][name]["ratio_to_uniform"] for s in scenarios]
+        aucs = [s["results"][name]["auc_mean"] for s in scenarios]
+        overall[name] = {
+            "mean_ratio_to_uniform": sum(ratios) / len(ratios),
+            "max_ratio_to_uniform": max(ratios),
+            "mean_auc": sum(aucs) / len(aucs),
+        }
+    return overall
 
 
 def planning_scale(
@@ -150,11 +167,20 @@ def _print_comparison(result: dict[str, Any]) -> None:
                 *[f"{row['final_success'][t]:.3f}" for t in tasks],
             )
         console.print(table)
-    if "overall" in result:
-        table = Table(title="all scenarios: rollouts to target relative to uniform MTRL")
+    for key, title in (
+        ("overall", "all scenarios"),
+        ("overall_validation", "validation scenarios (tuned on)"),
+        ("overall_test", "test scenarios (never tuned on)"),
+    ):
+        if key not in result:
+            continue
+        table = Table(
+            title=f"{title}, {result.get('learner', 'rasch')} learner: "
+            "rollouts to target relative to uniform MTRL"
+        )
         for col in ("scheduler", "mean ratio", "worst ratio", "mean AUC"):
             table.add_column(col, justify="right")
-        for sched, row in result["overall"].items():
+        for sched, row in result[key].items():
             table.add_row(
                 sched,
                 f"{row['mean_ratio_to_uniform']:.3f}",
@@ -178,6 +204,10 @@ def scheduler(
         help="Comma-separated schedulers to compare.",
     ),
     workers: int = typer.Option(2, min=1, help="Worker processes."),
+    learner: str = typer.Option(
+        "rasch",
+        help="Simulated learner: rasch (signal ~ p(1-p)) or memorising (replay costs, drift).",
+    ),
     scale: int | None = typer.Option(
         None, min=1, help="Instead: time one round's planning on an N-prompt pool."
     ),
@@ -232,7 +262,7 @@ def scheduler(
                 raise fail(f"scenario file {path} does not exist")
             paths = [path]
         try:
-            result = compare_on_scenarios(paths, seeds, budget, names, workers)
+            result = compare_on_scenarios(paths, seeds, budget, names, workers, learner)
         except ValueError as err:
             raise fail(str(err)) from err
         _print_comparison(result)

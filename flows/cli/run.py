@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from flows.cli._common import local_run_env, quiet_env
+from flows.cli._common import fail, local_run_env, quiet_env
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="params file (DVC-tracked)")]
 SetOpt = Annotated[
@@ -94,10 +94,42 @@ def _print_result(result: dict) -> None:
     for task, row in result["eval"].items():
         table.add_row(task, *(f"{row[m]:.3f}" for m in metrics))
     console.print(table)
+    for line in rl_vs_start_lines(result):
+        console.print(line, markup=False, highlight=False)
     console.print("\n[bold]Open the UIs on this run[/bold]")
     for line in ui_commands(result["mlflow_url"], result.get("prefect_flow_run_id", "")):
         # soft_wrap: a narrow terminal or a log file must not get line breaks inside a command
         console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+
+def rl_vs_start_lines(result: dict) -> list[str]:
+    """What RL changed: the final policy vs the SFT start on the same items (when the result
+    has both), and the per-task KL coefficients the run ended with.
+
+    >>> rl_vs_start_lines({"eval": {"a": {"mean_reward": 0.3}, "b": {"mean_reward": 0.1}},
+    ...                    "sft_eval": {"a": {"mean_reward": 0.2}, "b": {"mean_reward": 0.1}},
+    ...                    "betas": {"a": 0.02, "b": 0.08}})
+    ['mean reward, same items: SFT start 0.150 -> after RL 0.200 (+0.050)', '  a: 0.200 -> 0.300 (+0.100)', '  b: 0.100 -> 0.100 (+0.000)', 'per-task beta at the end: a 0.02, b 0.08 (max/min 4.0x)']
+    """
+    lines: list[str] = []
+    start, end = result.get("sft_eval"), result.get("eval")
+    if start and end:
+        tasks = [t for t in end if t in start]
+        avg_s = sum(start[t]["mean_reward"] for t in tasks) / len(tasks)
+        avg_e = sum(end[t]["mean_reward"] for t in tasks) / len(tasks)
+        lines.append(
+            f"mean reward, same items: SFT start {avg_s:.3f} -> after RL {avg_e:.3f} "
+            f"({avg_e - avg_s:+.3f})"
+        )
+        for t in tasks:
+            s, e = start[t]["mean_reward"], end[t]["mean_reward"]
+            lines.append(f"  {t}: {s:.3f} -> {e:.3f} ({e - s:+.3f})")
+    betas = result.get("betas")
+    if betas:
+        spread = max(betas.values()) / min(betas.values())
+        listed = ", ".join(f"{t} {b:.3g}" for t, b in betas.items())
+        lines.append(f"per-task beta at the end: {listed} (max/min {spread:.1f}x)")
+    return lines
 
 
 def ui_commands(mlflow_url: str, flow_run_id: str = "") -> list[str]:
@@ -148,31 +180,73 @@ def evaluate(
     out: Annotated[Path, typer.Option(help="metrics JSON (DVC metrics file)")] = Path(
         "metrics/eval.json"
     ),
+    samples: Annotated[
+        int, typer.Option(min=1, help="completions per item: k of mean@k (1 = one per item)")
+    ] = 1,
+    temperature: Annotated[
+        float | None,
+        typer.Option(help="sampling temperature (default: 0 = greedy for k = 1, 1.0 for k > 1)"),
+    ] = None,
+    items: Annotated[
+        int | None,
+        typer.Option(
+            help="items per task, first by prompt_id (default: train.eval_items_per_task; 0: all)"
+        ),
+    ] = None,
+    split: Annotated[str, typer.Option(help="pool file <data.pools_dir>/<split>.parquet")] = "eval",
+    seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
 ) -> None:
-    """Held-out evaluation of a trained policy on the eval pools (greedy, one sample per item)."""
+    """Score a saved policy on a pools directory: greedy, or sampled mean@k
+    (e.g. --samples 8 --temperature 1.0 -S data.pools_dir=DIR)."""
     quiet_env()
     import json
     from dataclasses import replace
 
     from astor_core import TASKS
+    from astor_core.atomic import write_text_atomic
     from astor_core.config import load_config
     from astor_core.data.pools import read_records
-    from astor_core.evaluation import eval_subset, macro_average
+    from astor_core.evaluation import eval_subset, evaluate_sampled
     from astor_core.policy.trainer import PolicyTrainer
-    from astor_core.run.stages import evaluate_policy
+    from astor_core.sandbox import shared_sandbox
 
     cfg = load_config(config, list(set_ or []))
+    temp = (0.0 if samples == 1 else 1.0) if temperature is None else temperature
+    if temp < 0:
+        raise fail(f"--temperature must be >= 0, got {temp}")
+    if samples > 1 and temp == 0:
+        raise fail("--samples > 1 needs --temperature > 0 (greedy decoding repeats itself)")
     path = model or Path(cfg.train.run_dir) / "policy"
+    if not (path / "config.json").is_file():
+        raise fail(f"model directory {path} has no config.json (not a saved policy)")
+    pool = Path(cfg.data.pools_dir) / f"{split}.parquet"
+    if not pool.is_file():
+        raise fail(f"pool file {pool} does not exist (data.pools_dir={cfg.data.pools_dir})")
+    sampling = replace(cfg.rollout.sampling, temperature=temp)
+    cfg.sections["rollout"] = replace(cfg.rollout, sampling=sampling)
     cfg.sections["model"] = replace(cfg.model, name_or_path=str(path))
-    policy = PolicyTrainer.from_config(cfg, seed=cfg.train.seed)
-    records = eval_subset(
-        read_records(cfg.data.pools_dir, "eval"), TASKS, cfg.train.eval_items_per_task
-    )
-    table = evaluate_policy(policy, records, cfg)
-    result = {"model": str(path), "average_mean_reward": macro_average(table), "tasks": table}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    typer.echo(json.dumps(result, indent=2, sort_keys=True))
+    policy = PolicyTrainer.from_config(cfg, seed=seed)
+    per_task = cfg.train.eval_items_per_task if items is None else items
+    records = eval_subset(read_records(cfg.data.pools_dir, split), TASKS, per_task)
+
+    def sample(prompts: list[str], k: int) -> list[str]:
+        if temp == 0:
+            return policy.greedy(prompts)
+        return [r.completion for r in policy.sample(prompts, k, seed=seed)]
+
+    table = evaluate_sampled(sample, records, samples, cfg.rewards, shared_sandbox(cfg.sandbox))
+    result = {
+        "model": str(path),
+        "pools": str(pool),
+        "samples": samples,
+        "temperature": temp,
+        "average_mean_reward": float(sum(t.mean_reward for t in table.values()) / len(table)),
+        "tasks": {task: ev.metrics() for task, ev in table.items()},
+        "item_rewards": {task: ev.item_rewards for task, ev in table.items()},
+    }
+    text = json.dumps(result, indent=2, sort_keys=True) + "\n"
+    write_text_atomic(out, text)
+    typer.echo(json.dumps({k: v for k, v in result.items() if k != "item_rewards"}, indent=2))
 
 
 def bootstrap(

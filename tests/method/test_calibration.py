@@ -9,48 +9,81 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from astor_core.method.calibration import CalibrationConfig, Calibrator, kl_targets, make_calibrator
+from astor_core.method.calibration import (
+    CalibrationConfig,
+    Calibrator,
+    beta_targets,
+    kl_targets,
+    make_calibrator,
+)
 
 TASKS = ["a", "b", "c"]
 
 
 @settings(max_examples=100, deadline=None)
-@given(u=st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=1, max_size=6))
-def test_targets_are_clipped_and_robust(u: list[float]) -> None:
+@given(
+    u=st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=1, max_size=6),
+    kl_run=st.floats(1e-6, 1.0),
+)
+def test_targets_are_relative_to_the_run_clipped_and_robust(u: list[float], kl_run: float) -> None:
     cfg = CalibrationConfig()
-    t = kl_targets(np.asarray(u), cfg)
+    t = kl_targets(np.asarray(u), kl_run, cfg)
     assert np.all(np.isfinite(t))
-    assert np.all((t >= cfg.target_min) & (t <= cfg.target_max))
+    assert np.all(
+        (t >= cfg.rel_min * kl_run * (1 - 1e-12)) & (t <= cfg.rel_max * kl_run * (1 + 1e-12))
+    )
     if np.mean(u) <= 0:
-        assert np.all(t == cfg.kl_base)
+        assert np.all(t == kl_run)
 
 
 def test_targets_follow_utility_ratio() -> None:
-    cfg = CalibrationConfig(kappa=0.5, kl_base=0.04, target_max=1.0)
-    t = kl_targets(np.array([4.0, 1.0, 1.0]), cfg)  # mean 2
+    cfg = CalibrationConfig(kappa=0.5)
+    t = kl_targets(np.array([4.0, 1.0, 1.0]), 0.04, cfg)  # mean 2
     assert t.tolist() == pytest.approx(
         [0.04 * np.sqrt(2.0), 0.04 * np.sqrt(0.5), 0.04 * np.sqrt(0.5)]
     )
-    assert np.all(kl_targets(np.array([1.0, np.nan]), cfg) == 0.04)
+    assert np.all(kl_targets(np.array([1.0, np.nan]), 0.04, cfg) == 0.04)
 
 
-def test_controller_step_matches_ziegler() -> None:
-    cfg = CalibrationConfig(beta_init=0.1, kl_base=0.05, horizon=1000)
-    cal = Calibrator(TASKS, cfg)
-    util = {"a": 1.0, "b": 1.0, "c": 1.0}
-    cal.update({"a": 0.1, "b": 0.05 * 0.9, "c": 0.0}, util, {"a": 100, "b": 100, "c": 0})
-    beta = cal.betas()
-    assert beta["a"] == pytest.approx(0.1 * (1 + 0.2 * 100 / 1000))  # error clipped at +0.2
-    assert beta["b"] == pytest.approx(0.1 * (1 - 0.1 * 100 / 1000))
-    assert beta["c"] == 0.1  # no samples: unchanged
+def test_beta_targets_follow_utility_at_fixed_geometric_mean() -> None:
+    cfg = CalibrationConfig(beta_init=0.04, kappa=1.0)
+    b = beta_targets(np.array([4.0, 1.0, 1.0]), cfg)  # mean 2: ratios 2, 0.5, 0.5
+    assert b[1] / b[0] == pytest.approx(4.0) and b[1] == pytest.approx(b[2])
+    assert np.exp(np.mean(np.log(b))) == pytest.approx(0.04)
+    assert np.all(beta_targets(np.array([1.0, np.nan]), cfg) == 0.04)
+    assert np.all(beta_targets(np.array([-1.0, -2.0]), cfg) == 0.04)
 
 
-def test_high_utility_task_gets_lower_beta_over_time() -> None:
-    cal = Calibrator(["hi", "lo"], CalibrationConfig(horizon=500))
-    for _ in range(200):  # both tasks move equally far from the reference
-        cal.update({"hi": 0.05, "lo": 0.05}, {"hi": 3.0, "lo": 0.2}, 128)
-    assert cal.target_kls()["hi"] > cal.target_kls()["lo"]
-    assert cal.betas()["hi"] < cal.betas()["lo"]
+def test_controller_step_in_log_space_with_horizon_in_rounds() -> None:
+    cfg = CalibrationConfig(beta_init=0.04, horizon=2.0, err_clip=1.0, kappa=1.0)
+    cal = Calibrator(["a", "b"], cfg)
+    util = {"a": 1.5, "b": 0.5}  # ratios 1.5, 0.5 -> targets 0.04 / 1.5 * g, 0.04 / 0.5 * g
+    target = beta_targets(np.array([1.5, 0.5]), cfg)
+    cal.update({"a": 0.01, "b": 0.01}, util, 64)
+    step = np.clip(np.log(target / 0.04), -1, 1) / 2
+    assert list(cal.betas().values()) == pytest.approx((0.04 * np.exp(step)).tolist())
+    assert cal.kl_run == pytest.approx(0.01)
+    assert cal.target_kls()["a"] == pytest.approx(0.015)  # KL_run * ratio: tracked
+    for _ in range(30):
+        cal.update({"a": 0.01, "b": 0.01}, util, 64)
+    assert list(cal.betas().values()) == pytest.approx(target.tolist())
+
+
+def test_betas_act_without_kl_and_stay_put_for_equal_utilities() -> None:
+    cal = Calibrator(TASKS)
+    cal.update({}, {"a": 1.0, "b": 1.0, "c": 1.0}, 64)
+    assert cal.betas() == pytest.approx({t: 0.04 for t in TASKS})
+    cal.update({}, {"a": 3.0, "b": 1.0, "c": 1.0}, 64)
+    assert cal.betas()["a"] < 0.04 < cal.betas()["b"]
+
+
+def test_high_utility_task_gets_lower_beta_within_a_few_rounds() -> None:
+    """A task worth twice another: after 6 rounds (the demo's length) their betas are more
+    than 2x apart, whatever KL they reach."""
+    cal = Calibrator(["hi", "lo"], CalibrationConfig())
+    for _ in range(6):
+        cal.update({"hi": 0.01, "lo": 0.01}, {"hi": 2.0, "lo": 1.0}, 128)
+    assert cal.betas()["lo"] / cal.betas()["hi"] >= 2.0
 
 
 @settings(max_examples=50, deadline=None)
@@ -65,7 +98,7 @@ def test_high_utility_task_gets_lower_beta_over_time() -> None:
     )
 )
 def test_beta_stays_within_bounds(steps: list) -> None:
-    cfg = CalibrationConfig(beta_min=0.01, beta_init=0.05, beta_max=0.2, horizon=100)
+    cfg = CalibrationConfig(beta_min=0.01, beta_init=0.05, beta_max=0.2, horizon=1.0)
     cal = Calibrator(TASKS, cfg)
     for kls, utils, n in steps:
         cal.update(dict(zip(TASKS, kls, strict=True)), dict(zip(TASKS, utils, strict=True)), n)
@@ -76,12 +109,12 @@ def test_beta_stays_within_bounds(steps: list) -> None:
 def test_fixed_mode_and_factory() -> None:
     for name in ("uniform", "proportional", "ucb", "specialist:a", "astor_fixed_beta"):
         cal = make_calibrator(name, TASKS)
-        cal.update({"a": 5.0}, {"a": 1.0, "b": 1.0, "c": 1.0}, 10_000)
+        cal.update({"a": 5.0, "b": 0.1}, {"a": 0.2, "b": 2.0, "c": 1.0}, 10_000)
         assert cal.config.mode == "fixed" and cal.betas() == {t: 0.04 for t in TASKS}
     for name in ("astor", "astor_no_synergy", "astor_no_prio"):
         cal = make_calibrator(name, TASKS)
-        cal.update({"a": 5.0}, {"a": 1.0, "b": 1.0, "c": 1.0}, 10_000)
-        assert cal.betas()["a"] > 0.04
+        cal.update({"a": 5.0, "b": 0.1}, {"a": 0.2, "b": 2.0, "c": 1.0}, 10_000)
+        assert cal.betas()["a"] > 0.04 > cal.betas()["b"]
 
 
 def test_state_round_trip_through_json() -> None:

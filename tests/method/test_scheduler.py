@@ -17,7 +17,7 @@ from astor_core.method.scheduler import (
     make_scheduler,
     top_k_random_ties,
 )
-from astor_core.method.utility import PromptFeedback, RoundFeedback
+from astor_core.method.utility import PromptFeedback, RoundFeedback, UtilityConfig
 
 NAMES = [
     "astor",
@@ -156,10 +156,59 @@ def test_round_plan_serialises() -> None:
     assert RoundPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
 
 
+def test_revisit_gap_bounds_how_often_a_prompt_is_replayed() -> None:
+    pools = {"t": [f"p{i}" for i in range(30)]}
+    cfg = SchedulerConfig(prompts_per_round=10, samples_per_prompt=8, revisit_gap=2)
+    sched = make_scheduler("astor", pools, cfg, 0)
+    mixed = [f"p{i}" for i in range(10)]
+    solved = [f"p{i}" for i in range(10, 30)]
+    sched.update(RoundFeedback(0, [PromptFeedback("t", p, [1.0, 0.0] * 4) for p in mixed]))
+    # the mixed prompts are the most informative, yet were just played: round 1 takes others
+    assert {pid for _, pid in sched.plan(1).items} <= set(solved)
+    sched.update(RoundFeedback(1, []))
+    assert {pid for _, pid in sched.plan(2).items} == set(mixed)  # gap over: back on top
+    # a pool with nothing else left still fills the budget
+    small = make_scheduler("astor", {"t": mixed}, cfg, 0)
+    small.update(RoundFeedback(0, [PromptFeedback("t", p, [1.0, 0.0] * 4) for p in mixed]))
+    assert len(small.plan(1).items) == 10
+
+
+def test_partial_credit_without_spread_is_not_most_informative() -> None:
+    """A BLEU-like group of 8 rewards 0.5 +- 0.05 must rank below an unseen prompt, and a
+    mixed binary group above it (the Beta form would rank the flat group first)."""
+    pools = {"t": ["flat", "unseen", "mixed"]}
+    cfg = SchedulerConfig(prompts_per_round=1, samples_per_prompt=8, revisit_gap=0)
+    sched = make_scheduler("astor", pools, cfg, 0)
+    flat = [0.55, 0.45] * 4
+    sched.update(
+        RoundFeedback(
+            0,
+            [PromptFeedback("t", "flat", flat), PromptFeedback("t", "mixed", [1.0, 0.0] * 4)],
+        )
+    )
+    info = sched.tracker.posteriors.informativeness("t")
+    assert info[1] == pytest.approx(1 / 6)
+    assert info[0] < info[1] < info[2]
+    beta = make_scheduler(
+        "astor",
+        pools,
+        SchedulerConfig(
+            prompts_per_round=1, samples_per_prompt=8, utility=UtilityConfig(informativeness="beta")
+        ),
+        0,
+    )
+    beta.update(RoundFeedback(0, [PromptFeedback("t", "flat", flat)]))
+    b_info = beta.tracker.posteriors.informativeness("t")
+    assert b_info[0] > b_info[1]  # the fractional Beta update's failure mode, kept selectable
+
+
 def test_level2_prefers_informative_prompts() -> None:
     pools = {"t": [f"p{i}" for i in range(40)]}
     sched = make_scheduler(
-        "astor", pools, SchedulerConfig(prompts_per_round=10, samples_per_prompt=8), 0
+        "astor",
+        pools,
+        SchedulerConfig(prompts_per_round=10, samples_per_prompt=8, revisit_gap=0),
+        0,
     )
     mixed = [f"p{i}" for i in range(10)]
     solved = [f"p{i}" for i in range(10, 40)]
@@ -178,7 +227,9 @@ def test_level2_prefers_informative_prompts() -> None:
 
 def test_thompson_scoring_runs_and_prefers_informative_on_average() -> None:
     pools = {"t": [f"p{i}" for i in range(200)]}
-    cfg = SchedulerConfig(prompts_per_round=20, samples_per_prompt=8, prompt_scoring="thompson")
+    cfg = SchedulerConfig(
+        prompts_per_round=20, samples_per_prompt=8, prompt_scoring="thompson", revisit_gap=0
+    )
     sched = make_scheduler("astor", pools, cfg, 0)
     fb = [PromptFeedback("t", f"p{i}", [1.0, 0.0] * 4 if i < 20 else [1.0] * 8) for i in range(200)]
     sched.update(RoundFeedback(0, fb))
