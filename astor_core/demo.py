@@ -95,14 +95,14 @@ def evaluate_start_policy(cfg: AstorConfig) -> dict[str, dict[str, float]]:
     """Greedy held-out scores of the policy RL starts from (model.name_or_path, the SFT warm
     start) on exactly the items the run evaluates its final policy on (the first
     train.eval_items_per_task eval items per task by prompt_id), so the two are paired."""
-    import pandas as pd
-
     from astor_core import TASKS
+    from astor_core.data.pools import read_records
     from astor_core.evaluation import eval_subset
-    from astor_core.pipeline import evaluate_policy
     from astor_core.policy.trainer import PolicyTrainer
+    from astor_core.run.stages import evaluate_policy
 
-    frame = pd.read_parquet(Path(cfg.data.pools_dir) / "eval.parquet")
-    records = eval_subset(frame.to_dict(orient="records"), TASKS, cfg.train.eval_items_per_task)
+    records = eval_subset(
+        read_records(cfg.data.pools_dir, "eval"), TASKS, cfg.train.eval_items_per_task
+    )
     policy = PolicyTrainer.from_config(cfg, seed=cfg.train.seed)
     return evaluate_policy(policy, records, cfg)
