@@ -112,6 +112,11 @@ class LossOutput:
     """A loss and the per-token pieces it was built from (detached, for metrics)."""
 
     loss: torch.Tensor
+    """pg_loss + kl_loss."""
+    pg_loss: torch.Tensor
+    """The clipped surrogate's part (what the synergy's per-task gradients are taken from)."""
+    kl_loss: torch.Tensor
+    """The beta * k3 KL part (0 without a reference)."""
     per_token_kl: torch.Tensor
     clipped: torch.Tensor
     """Boolean (B, T): tokens where the clipped branch was the active one."""
@@ -151,21 +156,35 @@ def grpo_loss(
     if ref_logps is not None:
         per_token_kl = k3_kl(logps, ref_logps)
         coef = beta_t.unsqueeze(1) if beta_t.dim() == 1 else beta_t
-        per_token_loss = per_token_loss + coef * per_token_kl
+        per_token_kl_loss = coef * per_token_kl
     else:
         if bool((beta_t != 0).any()):
             raise ValueError("beta is non-zero but no reference log-probabilities were given")
         per_token_kl = torch.zeros_like(logps)
+        per_token_kl_loss = per_token_kl
     norm = normaliser or normaliser_for(completion_mask, cfg)
-    masked = per_token_loss * mask
+    # the aggregation is linear, so the two parts add up to the loss of their per-token sum
+    pg_loss = _aggregate(per_token_loss * mask, mask, cfg, norm)
+    kl_loss = _aggregate(per_token_kl_loss * mask, mask, cfg, norm)
+    clipped = (loss2 < loss1).detach() & completion_mask.bool()
+    return LossOutput(
+        loss=pg_loss + kl_loss,
+        pg_loss=pg_loss,
+        kl_loss=kl_loss,
+        per_token_kl=per_token_kl.detach(),
+        clipped=clipped,
+    )
+
+
+def _aggregate(
+    masked: torch.Tensor, mask: torch.Tensor, cfg: GRPOConfig, norm: LossNormaliser
+) -> torch.Tensor:
+    """Masked per-token losses (B, T) to one scalar by cfg.loss_type (TRL's three rules)."""
     if cfg.loss_type == "grpo":
         per_seq = masked.sum(-1) / mask.sum(-1).clamp(min=1.0)
-        loss = per_seq.sum() / norm.num_sequences
-    elif cfg.loss_type == "dapo":
-        loss = masked.sum() / max(norm.num_tokens, 1)
-    elif cfg.loss_type == "dr_grpo":
-        loss = masked.sum() / (norm.num_sequences * norm.max_completion_length)
-    else:
-        raise ValueError(f"unknown loss_type {cfg.loss_type!r}; expected grpo, dapo or dr_grpo")
-    clipped = (loss2 < loss1).detach() & completion_mask.bool()
-    return LossOutput(loss=loss, per_token_kl=per_token_kl.detach(), clipped=clipped)
+        return per_seq.sum() / norm.num_sequences
+    if cfg.loss_type == "dapo":
+        return masked.sum() / max(norm.num_tokens, 1)
+    if cfg.loss_type == "dr_grpo":
+        return masked.sum() / (norm.num_sequences * norm.max_completion_length)
+    raise ValueError(f"unknown loss_type {cfg.loss_type!r}; expected grpo, dapo or dr_grpo")

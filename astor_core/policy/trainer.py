@@ -343,7 +343,8 @@ class PolicyTrainer:
         for task, rows in micro_batches(local, self.cfg.micro_batch_size):
             batch = self._batch_tensors(rows, use_old_logprobs)
             out = self._loss(rows, batch, betas, norm)
-            prev = self._task_gradient(stats, task, prev)
+            self._task_gradient(stats, task, prev)
+            prev = self._kl_backward(out)
             stats.add(task, len(rows), out, batch["completion_mask"])
         if acc.num_processes > 1:
             all_reduce_grads(self.model)
@@ -368,8 +369,10 @@ class PolicyTrainer:
         betas: Mapping[str, float],
         norm: Any,
     ) -> Any:
-        """Forward, reference forward, the GRPO loss with each sample's task beta, backward
-        (gradients accumulate locally; ranks are reduced once per step)."""
+        """Forward, reference forward, the GRPO loss with each sample's task beta, and the
+        backward of its policy-gradient part (gradients accumulate locally; ranks are reduced
+        once per step); the KL part follows in :meth:`_kl_backward`, after the task's
+        gradient has been read, so the synergy sees the surrogate's gradient alone."""
         acc = self.accelerator
         with acc.no_sync(self.model), acc.autocast():
             out = grpo_loss(
@@ -383,11 +386,20 @@ class PolicyTrainer:
                 normaliser=norm,
                 tis_weight=batch.get("tis_weight"),
             )
-            acc.backward(out.loss)
+            acc.backward(out.pg_loss, retain_graph=out.kl_loss.requires_grad)
         return out
 
+    def _kl_backward(self, out: Any) -> torch.Tensor:
+        """Backward of the micro-batch's KL part; the subset gradient after it (the baseline
+        of the next micro-batch's task gradient)."""
+        if out.kl_loss.requires_grad:
+            with self.accelerator.no_sync(self.model):
+                self.accelerator.backward(out.kl_loss)
+        return self._subset_grad()
+
     def _task_gradient(self, stats: StepStats, task: str, prev: torch.Tensor) -> torch.Tensor:
-        """Credit the micro-batch's change of the subset gradient to its task."""
+        """Credit the micro-batch's change of the subset gradient (its policy-gradient part)
+        to its task."""
         now = self._subset_grad()
         stats.add_gradient(task, now - prev)
         return now
