@@ -48,7 +48,14 @@ from astor_core.policy.rollout import (
     check_training_sync,
     make_engine,
 )
-from astor_core.policy.steps import StepStats, UpdateResult, all_reduce_grads, round_of_steps
+from astor_core.policy.steps import (
+    StepStats,
+    UpdateResult,
+    all_reduce_grads,
+    optimiser_step,
+    round_of_steps,
+    subset_grad,
+)
 
 
 @dataclass(frozen=True)
@@ -338,7 +345,7 @@ class PolicyTrainer:
         stats = StepStats()
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        prev = self._subset_grad()
+        prev = subset_grad(self._subset)
         local = list(samples)[acc.process_index :: acc.num_processes]
         for task, rows in micro_batches(local, self.cfg.micro_batch_size):
             batch = self._batch_tensors(rows, use_old_logprobs)
@@ -348,7 +355,9 @@ class PolicyTrainer:
         if acc.num_processes > 1:
             all_reduce_grads(self.model)
             stats.reduce(acc, {s.task for s in samples}, sum(p.numel() for p in self._subset))
-        grad_norm, lr = self._optimiser_step()
+        grad_norm, lr = optimiser_step(
+            acc, self.model, self.optimizer, self.scheduler, self.cfg.max_grad_norm
+        )
         return stats.result(grad_norm, lr)
 
     def _forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -388,30 +397,9 @@ class PolicyTrainer:
 
     def _task_gradient(self, stats: StepStats, task: str, prev: torch.Tensor) -> torch.Tensor:
         """Credit the micro-batch's change of the subset gradient to its task."""
-        now = self._subset_grad()
+        now = subset_grad(self._subset)
         stats.add_gradient(task, now - prev)
         return now
-
-    def _optimiser_step(self) -> tuple[float, float]:
-        """Clip, step the optimiser and the LR schedule; (gradient norm, LR used)."""
-        grad_norm = (
-            float(self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm))
-            if self.cfg.max_grad_norm > 0
-            else float("nan")
-        )
-        lr = float(self.scheduler.get_last_lr()[0])
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return grad_norm, lr
-
-    def _subset_grad(self) -> torch.Tensor:
-        return torch.cat(
-            [
-                (p.grad if p.grad is not None else torch.zeros_like(p)).detach().reshape(-1).float()
-                for p in self._subset
-            ]
-        )
 
     def save_state(self, directory: str | Path) -> None:
         """Model (save_pretrained under model/), optimiser, scheduler, RNG states into directory."""
