@@ -99,8 +99,8 @@ def evaluate_start_policy(cfg: AstorConfig) -> dict[str, dict[str, float]]:
 
     from astor_core import TASKS
     from astor_core.evaluation import eval_subset
-    from astor_core.pipeline import evaluate_policy
     from astor_core.policy.trainer import PolicyTrainer
+    from astor_core.run.stages import evaluate_policy
 
     frame = pd.read_parquet(Path(cfg.data.pools_dir) / "eval.parquet")
     records = eval_subset(frame.to_dict(orient="records"), TASKS, cfg.train.eval_items_per_task)
