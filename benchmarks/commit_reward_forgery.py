@@ -48,10 +48,10 @@ sys.path.insert(0, str(ROOT))
 
 from astor_core.data.build import real_records  # noqa: E402
 from astor_core.data.config import DataConfig  # noqa: E402
+from astor_core.tasks.commit_contrast import attach_contrast  # noqa: E402
 from astor_core.tasks.commit_message import (  # noqa: E402
     CommitMessageConfig,
     CommitMessageTask,
-    attach_contrast,
     bleu_from_counts,
     bleu_tokens,
     bnorm_tokenize,

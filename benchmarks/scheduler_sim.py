@@ -32,7 +32,7 @@ def markdown(result: dict, command: str, header: str, seconds: float) -> str:
         "Metric: rollouts (sampled completions) until the mean held-out success over tasks reaches the",
         "scenario's target; a run that never reaches it counts as the full budget. Ratio = scheduler's",
         "mean over seeds / uniform MTRL's mean, same seeds, same run. AUC = area under mean success vs",
-        "rollouts / budget. Simulator: astor_core/simulation.py (dynamics fixed before evaluation).",
+        "rollouts / budget. Simulator: astor_core/simulation_learners.py (dynamics fixed before evaluation).",
         "",
         "### Summary over scenarios",
         "",

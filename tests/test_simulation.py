@@ -1,4 +1,4 @@
-"""Tests of astor_core.simulation (the simulated learner) and `astor bench scheduler`."""
+"""Tests of astor_core.simulation, astor_core.simulation_learners and `astor bench scheduler`."""
 
 from __future__ import annotations
 
@@ -12,9 +12,7 @@ from typer.testing import CliRunner
 from astor_core.method.calibration import CalibrationConfig
 from astor_core.method.scheduler import RoundPlan, make_scheduler
 from astor_core.simulation import (
-    MemorisingLearner,
     Scenario,
-    SimulatedLearner,
     evaluate_schedulers,
     load_scenario,
     run_simulation,
@@ -22,6 +20,7 @@ from astor_core.simulation import (
     shipped_scenarios,
     summarise,
 )
+from astor_core.simulation_learners import MemorisingLearner, SimulatedLearner
 
 REQUIRED = {
     "balanced",
@@ -239,7 +238,7 @@ def test_memorising_learner_drift_is_what_beta_holds_back() -> None:
 
 
 def test_memorising_learner_signal_is_not_group_variance_and_geometry_is_perturbed() -> None:
-    from astor_core.simulation import group_signal
+    from astor_core.simulation_learners import group_signal
 
     s = group_signal(np.arange(9), 8, 1 / 3)
     assert int(np.argmax(s)) in (2, 3)  # peaks near a third, not at 4/8

@@ -24,7 +24,7 @@ from astor_core.data.pools import REAL_DIR, pool_paths
 from astor_core.data.schema import to_table
 from astor_core.data.splits import assign_splits
 from astor_core.data.synthetic import generate
-from astor_core.tasks.commit_message import attach_contrast
+from astor_core.tasks.commit_contrast import attach_contrast
 
 
 def difficulty_counts(total: int, mix: Sequence[float]) -> list[int]:

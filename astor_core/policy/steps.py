@@ -1,5 +1,6 @@
 """Bookkeeping of optimiser steps: what one step measured per task (:class:`StepStats`),
-summed over ranks, turned into an :class:`UpdateResult`, and the steps of one round merged."""
+summed over ranks, turned into an :class:`UpdateResult`, and the steps of one round merged;
+the flattened subset gradient and the clip / optimiser / LR-schedule step."""
 
 from __future__ import annotations
 
@@ -106,6 +107,42 @@ def all_reduce_grads(model: torch.nn.Module) -> None:
     for p in model.parameters():
         if p.grad is not None:
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+
+
+def subset_grad(params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The gradients of `params` (zeros where there is none yet), flattened into one float32
+    vector: differences of it between micro-batches are the per-task gradient vectors.
+
+    >>> p = torch.nn.Parameter(torch.ones(2)); subset_grad([p]).tolist()
+    [0.0, 0.0]
+    """
+    return torch.cat(
+        [
+            (p.grad if p.grad is not None else torch.zeros_like(p)).detach().reshape(-1).float()
+            for p in params
+        ]
+    )
+
+
+def optimiser_step(
+    accelerator: Any,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    max_grad_norm: float,
+) -> tuple[float, float]:
+    """Clip (if max_grad_norm > 0), step the optimiser and the LR schedule, clear the
+    gradients; (gradient norm, LR used)."""
+    grad_norm = (
+        float(accelerator.clip_grad_norm_(model.parameters(), max_grad_norm))
+        if max_grad_norm > 0
+        else float("nan")
+    )
+    lr = float(scheduler.get_last_lr()[0])
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm, lr
 
 
 def merge_steps(results: Sequence[UpdateResult]) -> UpdateResult:

@@ -1,13 +1,11 @@
 """The GRPO update step: accelerate for device / mixed precision / processes, AdamW with a
 transformers schedule, gradient clipping, per-task KL and per-task gradient vectors.
 
-One `PolicyTrainer.step` consumes one round's samples (prompt ids, completion ids,
-advantage, task) and the per-task betas, and makes exactly one optimiser step. Samples are
-processed in task-homogeneous micro-batches whose losses use the whole batch's normaliser,
-so the accumulated gradient equals the whole batch's gradient; the change of the gradient
-on a parameter subset across one micro-batch is that micro-batch's contribution, so
-summing those per task gives each task's gradient vector for the synergy estimate at no
-extra backward pass.
+One `PolicyTrainer.step` makes exactly one optimiser step on task-homogeneous micro-batches
+whose losses use the whole batch's normaliser (so the accumulated gradient is the batch's).
+Each micro-batch backpropagates its policy-gradient part first: the change of the gradient
+on a parameter subset is then its task's surrogate gradient (the synergy's input); its KL
+part follows.
 """
 
 from __future__ import annotations
@@ -48,7 +46,14 @@ from astor_core.policy.rollout import (
     check_training_sync,
     make_engine,
 )
-from astor_core.policy.steps import StepStats, UpdateResult, all_reduce_grads, round_of_steps
+from astor_core.policy.steps import (
+    StepStats,
+    UpdateResult,
+    all_reduce_grads,
+    optimiser_step,
+    round_of_steps,
+    subset_grad,
+)
 
 
 @dataclass(frozen=True)
@@ -338,7 +343,7 @@ class PolicyTrainer:
         stats = StepStats()
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        prev = self._subset_grad()
+        prev = subset_grad(self._subset)
         local = list(samples)[acc.process_index :: acc.num_processes]
         for task, rows in micro_batches(local, self.cfg.micro_batch_size):
             batch = self._batch_tensors(rows, use_old_logprobs)
@@ -349,7 +354,9 @@ class PolicyTrainer:
         if acc.num_processes > 1:
             all_reduce_grads(self.model)
             stats.reduce(acc, {s.task for s in samples}, sum(p.numel() for p in self._subset))
-        grad_norm, lr = self._optimiser_step()
+        grad_norm, lr = optimiser_step(
+            acc, self.model, self.optimizer, self.scheduler, self.cfg.max_grad_norm
+        )
         return stats.result(grad_norm, lr)
 
     def _forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -395,35 +402,14 @@ class PolicyTrainer:
         if out.kl_loss.requires_grad:
             with self.accelerator.no_sync(self.model):
                 self.accelerator.backward(out.kl_loss)
-        return self._subset_grad()
+        return subset_grad(self._subset)
 
     def _task_gradient(self, stats: StepStats, task: str, prev: torch.Tensor) -> torch.Tensor:
         """Credit the micro-batch's change of the subset gradient (its policy-gradient part)
         to its task."""
-        now = self._subset_grad()
+        now = subset_grad(self._subset)
         stats.add_gradient(task, now - prev)
         return now
-
-    def _optimiser_step(self) -> tuple[float, float]:
-        """Clip, step the optimiser and the LR schedule; (gradient norm, LR used)."""
-        grad_norm = (
-            float(self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm))
-            if self.cfg.max_grad_norm > 0
-            else float("nan")
-        )
-        lr = float(self.scheduler.get_last_lr()[0])
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return grad_norm, lr
-
-    def _subset_grad(self) -> torch.Tensor:
-        return torch.cat(
-            [
-                (p.grad if p.grad is not None else torch.zeros_like(p)).detach().reshape(-1).float()
-                for p in self._subset
-            ]
-        )
 
     def save_state(self, directory: str | Path) -> None:
         """Model (save_pretrained under model/), optimiser, scheduler, RNG states into directory."""

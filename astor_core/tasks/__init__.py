@@ -22,7 +22,8 @@ from astor_core.tasks.code_generation import (
 from astor_core.tasks.code_reasoning import CodeReasoningConfig, CodeReasoningTask
 from astor_core.tasks.commit_message import CommitMessageConfig, CommitMessageTask
 from astor_core.tasks.mutation import MutationConfig
-from astor_core.tasks.unit_test_generation import UnitTestConfig, UnitTestGenerationTask
+from astor_core.tasks.unit_test_generation import UnitTestGenerationTask
+from astor_core.tasks.ut_config import UnitTestConfig
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ import json
 import statistics
 from dataclasses import replace
 
+from astor_core.tasks.commit_contrast import attach_contrast
 from astor_core.tasks.commit_message import (
     CommitMessageConfig,
     CommitMessageTask,
-    attach_contrast,
     bnorm_tokenize,
 )
 from benchmarks.commit_reward_forgery import (

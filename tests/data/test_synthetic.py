@@ -52,7 +52,7 @@ def test_exhausted_space_and_bad_difficulty_are_errors() -> None:
 
 def _check_references(n_per_difficulty: int, seed: int, ut_per_difficulty: int) -> None:
     from astor_core.tasks import get_task
-    from astor_core.tasks.commit_message import attach_contrast
+    from astor_core.tasks.commit_contrast import attach_contrast
 
     for task in TASKS:
         verifier = get_task(task)

@@ -1,4 +1,4 @@
-"""Tests of astor_core.method.utility: posteriors, informativeness, learning potential, synergy, utility."""
+"""Tests of astor_core.method.utility: posterior updates, learning potential, synergy, utility."""
 
 from __future__ import annotations
 
@@ -12,20 +12,9 @@ from astor_core.method.utility import (
     RoundFeedback,
     UtilityConfig,
     UtilityTracker,
-    beta_informativeness,
-    cosine_matrix,
 )
 
 POOLS = {"a": ["a0", "a1", "a2", "a3"], "b": ["b0", "b1", "b2"]}
-
-
-def test_informativeness_is_expected_group_variance() -> None:
-    rng = np.random.default_rng(0)
-    for a, b in [(1.0, 1.0), (5.0, 2.0), (0.5, 3.0)]:
-        p = rng.beta(a, b, size=400_000)
-        assert beta_informativeness(np.array([a]), np.array([b]))[0] == pytest.approx(
-            np.mean(p * (1 - p)), abs=2e-3
-        )
 
 
 def test_fractional_update_then_decay_toward_prior() -> None:
@@ -198,11 +187,6 @@ def test_synergy_from_ready_matrix_and_nan_keeps() -> None:
         tr.observe_synergy(np.eye(3))
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
         tr.observe_synergy([[1.0, 2.0], [2.0, 1.0]])
-
-
-def test_cosine_matrix_rejects_mismatched_lengths() -> None:
-    with pytest.raises(ValueError, match="length"):
-        cosine_matrix({"a": [1.0, 0.0], "b": [1.0]}, ["a", "b"])
 
 
 @pytest.mark.parametrize(

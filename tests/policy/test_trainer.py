@@ -16,6 +16,7 @@ from astor_core.policy.batches import Sample
 from astor_core.policy.checkpoint import latest_checkpoint, load_checkpoint
 from astor_core.policy.grpo import GRPOConfig
 from astor_core.policy.rollout import RolloutConfig, SamplingParams
+from astor_core.policy.steps import subset_grad
 from astor_core.policy.trainer import PolicyTrainer, TrainerConfig
 
 
@@ -59,7 +60,7 @@ def test_task_gradients_sum_to_the_batch_gradient(micro) -> None:
     orig = trainer.optimizer.step
 
     def spy(*a, **k):
-        seen["g"] = trainer._subset_grad().clone()
+        seen["g"] = subset_grad(trainer._subset).clone()
         return orig(*a, **k)
 
     trainer.optimizer.step = spy

@@ -16,11 +16,8 @@ import pytest
 
 from astor_core.sandbox import Check, Job, Limits
 from astor_core.tasks.mutation import behaviour_twin, canonical, generate_mutants
-from astor_core.tasks.unit_test_generation import (
-    Screened,
-    UnitTestGenerationTask,
-    screen_tests,
-)
+from astor_core.tasks.unit_test_generation import UnitTestGenerationTask
+from astor_core.tasks.ut_screen import Screened, screen_tests
 
 CODE = (
     "def step(x, k=2):\n"

@@ -11,13 +11,12 @@ import pytest
 
 from astor_core.tasks import CommitMessageConfig, get_task
 from astor_core.tasks.base import RecordError
+from astor_core.tasks.commit_contrast import attach_contrast, choose_contrast
 from astor_core.tasks.commit_message import (
     CommitMessageTask,
-    attach_contrast,
     bnorm_bleu,
     bnorm_corpus,
     bnorm_tokenize,
-    choose_contrast,
     commit_message_reward,
     rouge_l,
 )

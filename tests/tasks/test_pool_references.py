@@ -26,7 +26,7 @@ def score_references(records: list[dict], sandbox) -> dict[str, list[str]]:
 
 def test_synthetic_references_pass(sandbox) -> None:
     from astor_core.data.synthetic import generate
-    from astor_core.tasks.commit_message import attach_contrast
+    from astor_core.tasks.commit_contrast import attach_contrast
 
     records = [r for task in TASKS for d in (0, 2) for r in generate(task, d, 3, seed=7)]
     records = attach_contrast(records, 2, 4)  # as the pool build does

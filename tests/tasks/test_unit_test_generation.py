@@ -7,12 +7,9 @@ import statistics
 import pytest
 
 from astor_core.tasks import RecordError, get_task, split_humaneval_tests
-from astor_core.tasks.unit_test_generation import (
-    Screened,
-    UnitTestConfig,
-    UnitTestGenerationTask,
-    screen_tests,
-)
+from astor_core.tasks.unit_test_generation import UnitTestGenerationTask
+from astor_core.tasks.ut_config import UnitTestConfig
+from astor_core.tasks.ut_screen import Screened, screen_tests
 from tests.tasks.conftest import record
 
 CODE = "def clamp(x, lo, hi):\n    if x < lo:\n        return lo\n    if x > hi:\n        return hi\n    return x\n"
