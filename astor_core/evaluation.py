@@ -129,7 +129,7 @@ def evaluate_sampled(
 
     >>> recs = {"commit_message": [
     ...     {"prompt_id": i, "task": "commit_message", "payload": '{"diff": "d", "prompt": "p"}',
-    ...      "reference": "fix typo in readme", "tests": "[]"} for i in ("a", "b")]}
+    ...      "reference": "fix typo in readme", "tests": '["bump version"]'} for i in ("a", "b")]}
     >>> fake = lambda prompts, k: ["fix typo in readme", "add a test"] * len(prompts)
     >>> ev = evaluate_sampled(fake, recs, samples=2)["commit_message"]
     >>> ev.solve_rate, ev.pass_at_k, ev.items, ev.samples, sorted(ev.item_rewards)
