@@ -71,6 +71,38 @@ def test_task_gradients_sum_to_the_batch_gradient(micro) -> None:
     assert result.task_grads["a"].shape == (sum(p.numel() for p in trainer._subset),)
 
 
+def test_task_gradients_leave_out_the_kl_pull(micro) -> None:
+    """Away from the reference the KL term has a gradient; the per-task vectors (synergy's
+    input) are the surrogate's alone: with zero advantages they are zero while the batch's
+    gradient is not, and with advantages they sum to the batch's minus the KL part."""
+    model, tok = micro
+    cfg = TrainerConfig(learning_rate=0.0, max_grad_norm=0.0, micro_batch_size=3)
+    trainer = PolicyTrainer(model, tok, cfg, cpu=True)
+    with torch.no_grad():  # move the policy off its frozen reference
+        for p in trainer._subset:
+            p.add_(0.05 * torch.randn_like(p))
+    samples = _paired_samples(random.Random(2), model.config.vocab_size, 3, 4)
+    seen: dict[str, torch.Tensor] = {}
+    orig = trainer.optimizer.step
+
+    def spy(*a, **k):
+        seen["g"] = subset_grad(trainer._subset).clone()
+        return orig(*a, **k)
+
+    trainer.optimizer.step = spy
+    flat = [dataclasses.replace(s, advantage=0.0) for s in samples]
+    result = trainer.step(flat, {"a": 1.0, "b": 1.0})
+    assert float(seen["g"].abs().max()) > 1e-6  # the KL pull is there
+    for task in ("a", "b"):
+        assert float(result.task_grads[task].abs().max()) == 0.0
+    with_kl = trainer.step(samples, {"a": 1.0, "b": 1.0})
+    total_kl = seen["g"].clone()
+    no_kl = trainer.step(samples, {"a": 0.0, "b": 0.0})
+    for task in ("a", "b"):
+        assert torch.allclose(with_kl.task_grads[task], no_kl.task_grads[task], atol=1e-6)
+    assert not torch.allclose(total_kl, seen["g"], atol=1e-6)
+
+
 def _fake_reward(completion_ids: list[int]) -> float:
     """A deterministic verifiable reward: the fraction of even token ids."""
     return sum(1 for t in completion_ids if t % 2 == 0) / max(len(completion_ids), 1)
