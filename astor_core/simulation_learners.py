@@ -121,20 +121,7 @@ class SimulatedLearner:
         pull = sc.learning_rate * beta * frac * 2.0 * sc.kl_curvature * gain
         forget = sc.forgetting * (1.0 - frac) * np.maximum(gain, 0.0)
         self.skill = self.skill + learn - pull - forget
-        grads = {}
-        for task, t in self.pos.items():
-            if informative[t] > 0:
-                noise = self.rng.standard_normal(sc.gradient_dim) / np.sqrt(sc.gradient_dim)
-                grads[task] = self.directions[t] + sc.gradient_noise * noise / np.sqrt(
-                    informative[t]
-                )
-        kl = self.kl()
-        return RoundFeedback(
-            round_idx=plan.round_idx,
-            prompts=prompts,
-            pg_gradients=grads,
-            kl={task: float(kl[t]) for task, t in self.pos.items() if n_prompts[t] > 0},
-        )
+        return self._feedback(plan, prompts, informative, n_prompts)
 
 
 LEARNERS: tuple[str, ...] = ("rasch", "memorising")
@@ -154,6 +141,31 @@ def group_signal(successes: np.ndarray, group_size: int, peak: float) -> np.ndar
     m = 1.0 / peak - 1.0
     top = peak * (1.0 - peak) ** m
     return 0.25 * p * (1.0 - p) ** m / top
+
+    def _feedback(
+        self,
+        plan: RoundPlan,
+        prompts: list[PromptFeedback],
+        informative: np.ndarray,
+        n_prompts: np.ndarray,
+    ) -> RoundFeedback:
+        """The round's feedback: noisy gradient directions for tasks with informative groups
+        (noise shrinking with their count) and the KL of every task that was scheduled."""
+        sc = self.scenario
+        grads = {}
+        for task, t in self.pos.items():
+            if informative[t] > 0:
+                noise = self.rng.standard_normal(sc.gradient_dim) / np.sqrt(sc.gradient_dim)
+                grads[task] = self.directions[t] + sc.gradient_noise * noise / np.sqrt(
+                    informative[t]
+                )
+        kl = self.kl()
+        return RoundFeedback(
+            round_idx=plan.round_idx,
+            prompts=prompts,
+            pg_gradients=grads,
+            kl={task: float(kl[t]) for task, t in self.pos.items() if n_prompts[t] > 0},
+        )
 
 
 class MemorisingLearner(SimulatedLearner):
@@ -232,20 +244,7 @@ class MemorisingLearner(SimulatedLearner):
         forget = sc.forgetting * (1.0 - frac) * np.maximum(gain, 0.0)
         self.skill = self.skill + learn - forget
         self.drift = self.drift * np.exp(-kappa * frac) + mp.drift * float(np.abs(learn).sum())
-        grads = {}
-        for task, t in self.pos.items():
-            if informative[t] > 0:
-                noise_vec = self.rng.standard_normal(sc.gradient_dim) / np.sqrt(sc.gradient_dim)
-                grads[task] = self.directions[t] + sc.gradient_noise * noise_vec / np.sqrt(
-                    informative[t]
-                )
-        kl = self.kl()
-        return RoundFeedback(
-            round_idx=plan.round_idx,
-            prompts=prompts,
-            pg_gradients=grads,
-            kl={task: float(kl[t]) for task, t in self.pos.items() if n_prompts[t] > 0},
-        )
+        return self._feedback(plan, prompts, informative, n_prompts)
 
 
 def make_learner(name: str, scenario: Scenario, seed: int) -> SimulatedLearner:

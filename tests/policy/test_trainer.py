@@ -32,6 +32,19 @@ def _paired_samples(rng: random.Random, vocab: int, marker_a: int, marker_b: int
     return samples
 
 
+def _gradient_before_each_step(trainer: PolicyTrainer) -> dict[str, torch.Tensor]:
+    """seen["g"]: the accumulated subset gradient right before the latest optimiser step."""
+    seen: dict[str, torch.Tensor] = {}
+    orig = trainer.optimizer.step
+
+    def spy(*a, **k):
+        seen["g"] = subset_grad(trainer._subset).clone()
+        return orig(*a, **k)
+
+    trainer.optimizer.step = spy
+    return seen
+
+
 def test_higher_beta_task_stays_closer_to_reference(micro) -> None:
     model, tok = micro
     cfg = TrainerConfig(learning_rate=3e-3, max_grad_norm=0.0, micro_batch_size=8)
@@ -55,15 +68,7 @@ def test_task_gradients_sum_to_the_batch_gradient(micro) -> None:
     trainer = PolicyTrainer(model, tok, cfg, cpu=True)
     rng = random.Random(1)
     samples = _paired_samples(rng, model.config.vocab_size, 3, 4)
-    # capture the accumulated gradient right before the optimiser step
-    seen: dict[str, torch.Tensor] = {}
-    orig = trainer.optimizer.step
-
-    def spy(*a, **k):
-        seen["g"] = subset_grad(trainer._subset).clone()
-        return orig(*a, **k)
-
-    trainer.optimizer.step = spy
+    seen = _gradient_before_each_step(trainer)
     result = trainer.step(samples, {"a": 0.1, "b": 0.1})
     total = result.task_grads["a"] + result.task_grads["b"]
     assert torch.allclose(total, seen["g"], atol=1e-6)
@@ -82,14 +87,7 @@ def test_task_gradients_leave_out_the_kl_pull(micro) -> None:
         for p in trainer._subset:
             p.add_(0.05 * torch.randn_like(p))
     samples = _paired_samples(random.Random(2), model.config.vocab_size, 3, 4)
-    seen: dict[str, torch.Tensor] = {}
-    orig = trainer.optimizer.step
-
-    def spy(*a, **k):
-        seen["g"] = subset_grad(trainer._subset).clone()
-        return orig(*a, **k)
-
-    trainer.optimizer.step = spy
+    seen = _gradient_before_each_step(trainer)
     flat = [dataclasses.replace(s, advantage=0.0) for s in samples]
     result = trainer.step(flat, {"a": 1.0, "b": 1.0})
     assert float(seen["g"].abs().max()) > 1e-6  # the KL pull is there
