@@ -123,25 +123,6 @@ class SimulatedLearner:
         self.skill = self.skill + learn - pull - forget
         return self._feedback(plan, prompts, informative, n_prompts)
 
-
-LEARNERS: tuple[str, ...] = ("rasch", "memorising")
-"""Simulated learners: 'rasch' (signal = group variance, ~p(1-p); gradients from the true T) and
-'memorising' (built without the scheduler's assumptions; see MemorisingLearner)."""
-
-
-def group_signal(successes: np.ndarray, group_size: int, peak: float) -> np.ndarray:
-    """Learning signal of groups with ``successes`` of ``group_size``: p (1 - p)^m with
-    p = successes / G and m = 1 / peak - 1, scaled to a maximum of 0.25; 0 for an all-pass or
-    all-fail group (GRPO has nothing to learn from it).
-
-    >>> group_signal(np.array([0, 3, 4, 8]), 8, 1 / 3).round(3).tolist()
-    [0.0, 0.247, 0.211, 0.0]
-    """
-    p = successes / group_size
-    m = 1.0 / peak - 1.0
-    top = peak * (1.0 - peak) ** m
-    return 0.25 * p * (1.0 - p) ** m / top
-
     def _feedback(
         self,
         plan: RoundPlan,
@@ -166,6 +147,25 @@ def group_signal(successes: np.ndarray, group_size: int, peak: float) -> np.ndar
             pg_gradients=grads,
             kl={task: float(kl[t]) for task, t in self.pos.items() if n_prompts[t] > 0},
         )
+
+
+LEARNERS: tuple[str, ...] = ("rasch", "memorising")
+"""Simulated learners: 'rasch' (signal = group variance, ~p(1-p); gradients from the true T) and
+'memorising' (built without the scheduler's assumptions; see MemorisingLearner)."""
+
+
+def group_signal(successes: np.ndarray, group_size: int, peak: float) -> np.ndarray:
+    """Learning signal of groups with ``successes`` of ``group_size``: p (1 - p)^m with
+    p = successes / G and m = 1 / peak - 1, scaled to a maximum of 0.25; 0 for an all-pass or
+    all-fail group (GRPO has nothing to learn from it).
+
+    >>> group_signal(np.array([0, 3, 4, 8]), 8, 1 / 3).round(3).tolist()
+    [0.0, 0.247, 0.211, 0.0]
+    """
+    p = successes / group_size
+    m = 1.0 / peak - 1.0
+    top = peak * (1.0 - peak) ** m
+    return 0.25 * p * (1.0 - p) ** m / top
 
 
 class MemorisingLearner(SimulatedLearner):
