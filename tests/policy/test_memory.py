@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import gc
 import random
+import warnings
 
 import pytest
 import torch
@@ -46,7 +47,9 @@ def _perturb_adapters(trainer: PolicyTrainer) -> None:
 
 def _live_qwen_models() -> int:
     gc.collect()
-    return sum(isinstance(o, Qwen2ForCausalLM) for o in gc.get_objects())
+    with warnings.catch_warnings():  # isinstance on every live object touches deprecated aliases
+        warnings.simplefilter("ignore", FutureWarning)
+        return sum(isinstance(o, Qwen2ForCausalLM) for o in gc.get_objects())
 
 
 def _storage_bytes(*modules: torch.nn.Module | None) -> int:
