@@ -16,7 +16,7 @@ Public API: :data:`LEARNERS`, :class:`SimulatedLearner`, :class:`MemorisingLearn
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -101,19 +101,11 @@ class SimulatedLearner:
         )
         p = _sigmoid(self.skill[t_idx] - diff)
         y = (self.rng.random((len(items), g_size)) < p[:, None]).astype(np.float64)
-        noise = np.array([sc.tasks[t].reward_noise for t in range(k)])[t_idx]
-        r = y
-        if np.any(noise > 0):
-            r = np.clip(y + self.rng.standard_normal(y.shape) * noise[:, None], 0.0, 1.0)
+        prompts = self._observe(items, t_idx, y)
         var = y.var(axis=1)
         signal = np.bincount(t_idx, weights=var, minlength=k) / sc.prompts_per_round
         n_prompts = np.bincount(t_idx, minlength=k).astype(np.float64)
         informative = np.bincount(t_idx, weights=(var > 0).astype(np.float64), minlength=k)
-        adv = group_advantages(r)
-        prompts = [
-            PromptFeedback(task, pid, rr, aa)
-            for (task, pid), rr, aa in zip(items, r.tolist(), adv.tolist(), strict=True)
-        ]
         beta = np.array([float(betas[t]) for t in self.pos])
         frac = n_prompts / sc.prompts_per_round
         gain = self.skill - self.skill0
@@ -122,6 +114,21 @@ class SimulatedLearner:
         forget = sc.forgetting * (1.0 - frac) * np.maximum(gain, 0.0)
         self.skill = self.skill + learn - pull - forget
         return self._feedback(plan, prompts, informative, n_prompts)
+
+    def _observe(
+        self, items: Sequence[tuple[str, str]], t_idx: np.ndarray, y: np.ndarray
+    ) -> list[PromptFeedback]:
+        """What the scheduler sees of the groups' outcomes `y`: the rewards (outcomes plus each
+        task's metric noise, clipped to [0, 1]) and their GRPO advantages, prompt by prompt."""
+        noise = np.array([spec.reward_noise for spec in self.scenario.tasks])[t_idx]
+        r = y
+        if np.any(noise > 0):
+            r = np.clip(y + self.rng.standard_normal(y.shape) * noise[:, None], 0.0, 1.0)
+        adv = group_advantages(r)
+        return [
+            PromptFeedback(task, pid, rr, aa)
+            for (task, pid), rr, aa in zip(items, r.tolist(), adv.tolist(), strict=True)
+        ]
 
     def _feedback(
         self,
@@ -218,10 +225,7 @@ class MemorisingLearner(SimulatedLearner):
         visits = np.array([self.visits[t][i] for (t, _), i in zip(items, p_idx, strict=True)])
         p = _sigmoid(self.skill[t_idx] - self.drift[t_idx] - diff + memo)
         y = (self.rng.random((len(items), g_size)) < p[:, None]).astype(np.float64)
-        noise = np.array([sc.tasks[t].reward_noise for t in range(k)])[t_idx]
-        r = y
-        if np.any(noise > 0):
-            r = np.clip(y + self.rng.standard_normal(y.shape) * noise[:, None], 0.0, 1.0)
+        prompts = self._observe(items, t_idx, y)
         sig = group_signal(y.sum(axis=1), g_size, mp.signal_peak)
         general = sig / (1.0 + visits / mp.replay_scale)
         for n, ((task, _), i) in enumerate(zip(items, p_idx, strict=True)):
@@ -230,11 +234,6 @@ class MemorisingLearner(SimulatedLearner):
         signal = np.bincount(t_idx, weights=general, minlength=k) / sc.prompts_per_round
         n_prompts = np.bincount(t_idx, minlength=k).astype(np.float64)
         informative = np.bincount(t_idx, weights=(sig > 0).astype(np.float64), minlength=k)
-        adv = group_advantages(r)
-        prompts = [
-            PromptFeedback(task, pid, rr, aa)
-            for (task, pid), rr, aa in zip(items, r.tolist(), adv.tolist(), strict=True)
-        ]
         beta = np.array([float(betas[t]) for t in self.pos])
         frac = n_prompts / sc.prompts_per_round
         kappa = mp.kl_strength * beta

@@ -226,7 +226,7 @@ def round_record(
                 ("/raw", "synergy_raw"),
                 ("/floor", "synergy_floor"),
             ):
-                value = sched[key][i][j] if key in sched else None
+                value = sched[key][i][j]
                 if value is not None and not math.isnan(float(value)):
                     synergy[f"{a}/{b}{suffix}"] = float(value)
     return RoundStats(
