@@ -193,7 +193,9 @@ def evaluate(
             help="items per task, first by prompt_id (default: train.eval_items_per_task; 0: all)"
         ),
     ] = None,
-    split: Annotated[str, typer.Option(help="pool file <data.pools_dir>/<split>.parquet")] = "eval",
+    split: Annotated[
+        str, typer.Option(help="which pool of data.pools_dir: train or eval")
+    ] = "eval",
     seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
 ) -> None:
     """Score a saved policy on a pools directory: greedy, or sampled mean@k
@@ -205,7 +207,7 @@ def evaluate(
     from astor_core import TASKS
     from astor_core.atomic import write_text_atomic
     from astor_core.config import load_config
-    from astor_core.data.pools import read_records
+    from astor_core.data.pools import POOL_FILES, pool_paths, read_records
     from astor_core.evaluation import eval_subset, evaluate_sampled
     from astor_core.policy.trainer import PolicyTrainer
     from astor_core.sandbox import shared_sandbox
@@ -219,7 +221,9 @@ def evaluate(
     path = model or Path(cfg.train.run_dir) / "policy"
     if not (path / "config.json").is_file():
         raise fail(f"model directory {path} has no config.json (not a saved policy)")
-    pool = Path(cfg.data.pools_dir) / f"{split}.parquet"
+    pool = pool_paths(cfg.data.pools_dir).get(split)
+    if pool is None:
+        raise fail(f"--split must be one of {', '.join(POOL_FILES)}, got {split!r}")
     if not pool.is_file():
         raise fail(f"pool file {pool} does not exist (data.pools_dir={cfg.data.pools_dir})")
     sampling = replace(cfg.rollout.sampling, temperature=temp)

@@ -73,6 +73,7 @@ def test_bad_arguments_fail_with_one_line_and_write_nothing(
             ["--model", str(mini_assets / "tiny"), "-S", f"data.pools_dir={tmp_path}"],
             "does not exist",
         ),
+        (["--model", str(mini_assets / "tiny"), "--split", "test"], "--split must be one of"),
     ]
     for extra, message in cases:
         res = runner.invoke(app, base + extra)
