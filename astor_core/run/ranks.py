@@ -146,9 +146,7 @@ def sample_shard(policy: Any, order: RoundOrder) -> list[Any]:
     return list(gather_object(local))
 
 
-def update(
-    policy: Any, batch: RolloutBatch, order: UpdateOrder | None
-) -> dict[str, Any]:
+def update(policy: Any, batch: RolloutBatch, order: UpdateOrder | None) -> dict[str, Any]:
     """Step 3: the leader's update order on every rank, then the GRPO update on the whole
     batch (PolicyTrainer.step shards it and all-reduces); the same result on every rank."""
     received = _broadcast(policy, order)
@@ -171,13 +169,12 @@ def release(policy: Any) -> None:
     share_order(policy, None)
 
 
-def follower_round(policy: Any, order: RoundOrder, checkpoint_root: Any) -> Mapping[str, Any]:
+def follower_round(policy: Any, order: RoundOrder, checkpoint_root: Any) -> None:
     """A follower's round: its rollout shard, the update, the checkpoint (the same calls the
-    leader's stages make, in the same order); returns the update's result."""
+    leader's stages make, in the same order)."""
     batch = order.batch(sample_shard(policy, order))
-    result = update(policy, batch, None)
+    update(policy, batch, None)
     policy.save_checkpoint(checkpoint_root, order.round_idx, {})
-    return result
 
 
 @dataclass(frozen=True)
@@ -188,16 +185,21 @@ class FollowerReport:
     """The follower's global rank."""
     rounds: int
     """Rounds it sampled, updated and checkpointed."""
+    sampled: int
+    """Rollouts it generated itself (its shards), over all rounds."""
     weights: str
     """:func:`weights_digest` of its policy at the end (equal to the leader's under DDP)."""
 
     def line(self) -> str:
         """One line for the log.
 
-        >>> FollowerReport(1, 2, "ab12").line()
-        'rank 1: followed 2 rounds, weights ab12'
+        >>> FollowerReport(1, 2, 16, "ab12").line()
+        'rank 1: followed 2 rounds, sampled 16 rollouts, weights ab12'
         """
-        return f"rank {self.rank}: followed {self.rounds} rounds, weights {self.weights}"
+        return (
+            f"rank {self.rank}: followed {self.rounds} rounds, sampled {self.sampled} "
+            f"rollouts, weights {self.weights}"
+        )
 
 
 def weights_digest(model: Any) -> str:
@@ -232,26 +234,27 @@ def follow(cfg: AstorConfig) -> FollowerReport:
     policy = PolicyTrainer.from_config(cfg, seed=cfg.train.seed)
     root = checkpoint_root(cfg.train.run_dir)
     policy.resume(root)
-    rank = world(policy)[0]
-    rounds = 0
+    rank, size = world(policy)
+    rounds = sampled = 0
     while (order := share_order(policy, None)) is not None:
-        result = follower_round(policy, order, root)
-        rounds += 1
-        log.info(
-            "rank %d: round %d updated on %d rollouts (loss %s)",
-            rank,
-            order.round_idx,
-            len(order.prompts) * order.group_size,
-            result.get("metrics", {}).get("loss"),
-        )
-    return FollowerReport(rank, rounds, weights_digest(policy.unwrapped_model))
+        follower_round(policy, order, root)
+        start, stop = shard_bounds(len(order.prompts), rank, size)
+        rounds, sampled = rounds + 1, sampled + (stop - start) * order.group_size
+        log.info("rank %d: round %d done", rank, order.round_idx)
+    return FollowerReport(rank, rounds, sampled, weights_digest(policy.unwrapped_model))
 
 
 def leader_order(
-    round_idx: int, items: Sequence[tuple[str, str]], prompts: Sequence[str], group_size: int, seed: int
+    round_idx: int,
+    items: Sequence[tuple[str, str]],
+    prompts: Sequence[str],
+    group_size: int,
+    seed: int,
 ) -> RoundOrder:
     """The leader's order for a round (plain lists, so it pickles small)."""
-    return RoundOrder(round_idx, [tuple(i) for i in items], list(prompts), int(group_size), int(seed))  # type: ignore[misc]
+    return RoundOrder(
+        round_idx, [tuple(i) for i in items], list(prompts), int(group_size), int(seed)
+    )  # type: ignore[misc]
 
 
 def update_order(rewards: Sequence[float], betas: Mapping[str, float]) -> UpdateOrder:
