@@ -169,12 +169,14 @@ def release(policy: Any) -> None:
     share_order(policy, None)
 
 
-def follower_round(policy: Any, order: RoundOrder, checkpoint_root: Any) -> None:
+def follower_round(policy: Any, order: RoundOrder, checkpoint_root: Any) -> int:
     """A follower's round: its rollout shard, the update, the checkpoint (the same calls the
-    leader's stages make, in the same order)."""
+    leader's stages make, in the same order); the rollouts this rank sampled."""
     batch = order.batch(sample_shard(policy, order))
     update(policy, batch, None)
     policy.save_checkpoint(checkpoint_root, order.round_idx, {})
+    start, stop = shard_bounds(len(order.prompts), *world(policy))
+    return (stop - start) * order.group_size
 
 
 @dataclass(frozen=True)
@@ -234,12 +236,11 @@ def follow(cfg: AstorConfig) -> FollowerReport:
     policy = PolicyTrainer.from_config(cfg, seed=cfg.train.seed)
     root = checkpoint_root(cfg.train.run_dir)
     policy.resume(root)
-    rank, size = world(policy)
+    rank = world(policy)[0]
     rounds = sampled = 0
     while (order := share_order(policy, None)) is not None:
-        follower_round(policy, order, root)
-        start, stop = shard_bounds(len(order.prompts), rank, size)
-        rounds, sampled = rounds + 1, sampled + (stop - start) * order.group_size
+        sampled += follower_round(policy, order, root)
+        rounds += 1
         log.info("rank %d: round %d done", rank, order.round_idx)
     return FollowerReport(rank, rounds, sampled, weights_digest(policy.unwrapped_model))
 
@@ -252,9 +253,8 @@ def leader_order(
     seed: int,
 ) -> RoundOrder:
     """The leader's order for a round (plain lists, so it pickles small)."""
-    return RoundOrder(
-        round_idx, [tuple(i) for i in items], list(prompts), int(group_size), int(seed)
-    )  # type: ignore[misc]
+    pairs = [(str(task), str(pid)) for task, pid in items]
+    return RoundOrder(int(round_idx), pairs, list(prompts), int(group_size), int(seed))
 
 
 def update_order(rewards: Sequence[float], betas: Mapping[str, float]) -> UpdateOrder:
