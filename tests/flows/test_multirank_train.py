@@ -101,15 +101,21 @@ def test_two_rank_launch_one_flow_run_one_mlflow_run(mini_assets: Path, tmp_path
     for task in TASKS:
         history = client.get_metric_history(run.info.run_id, f"utility/{task}")
         assert sorted(m.step for m in history) == list(range(ROUNDS)), task
+    # rank 0 trained on the whole round: both ranks' shards, gathered
+    prompts, group = (
+        params["scheduler"]["prompts_per_round"],
+        params["scheduler"]["samples_per_prompt"],
+    )
+    per_round = [0] * ROUNDS
+    for task in TASKS:
+        for m in client.get_metric_history(run.info.run_id, f"rollouts/{task}"):
+            per_round[m.step] += int(m.value)
+    assert per_round == [prompts * group] * ROUNDS
 
     # both ranks trained: rank 1 sampled its half of every round, its final weights are rank
     # 0's exported policy, which differs from the initial model; it saved its own RNG state
     match = re.search(r"rank 1: followed (\d+) rounds, sampled (\d+) rollouts, weights (\w+)", log)
     assert match, log[-6000:]
-    prompts, group = (
-        params["scheduler"]["prompts_per_round"],
-        params["scheduler"]["samples_per_prompt"],
-    )
     assert int(match.group(1)) == ROUNDS
     assert int(match.group(2)) == ROUNDS * (prompts // 2) * group
     final = _digest(tmp_path / "run" / "policy")
