@@ -1,6 +1,8 @@
 """The ASTOR training flow: the stages of DESIGN.md as Prefect task runs, tracked in MLflow.
 
-Thin on purpose: each task calls one function of :mod:`astor_core.run` and logs. The flow
+Thin on purpose: each task calls one function of :mod:`astor_core.run` and logs. Under
+`accelerate launch` this flow runs on rank 0 only; the other ranks follow it
+(:mod:`astor_core.run.ranks`): the rollout and train-round stages meet them. The flow
 reads the pools once, validates them (cached by their content hash), then for every round:
 schedule, rollout, sandboxed reward (fanned out through a task runner), training round, the
 scheduler and KL-controller update, evaluation every N rounds, checkpoint; at the end the
@@ -32,7 +34,7 @@ from astor_core.config import AstorConfig, load_config
 from astor_core.data.pools import Pools, read_pools
 from astor_core.method.scheduler import RoundPlan
 from astor_core.policy.rollout import RolloutConfig, check_training_sync
-from astor_core.run import report, stages, store
+from astor_core.run import ranks, report, stages, store
 from astor_core.run.context import RunContext
 from astor_core.run.context import open_run as open_run_context
 from astor_core.run.records import RoundStats
@@ -195,7 +197,8 @@ def train_flow(
     tracker = _open_tracker(ctx, cfg, pools)
     _relog_missing(tracker, ctx)
     rollout_stage = rollout.with_options(
-        retries=cfg.train.rollout_retries,
+        # a retried rollout would meet the other ranks' collectives out of step
+        retries=cfg.train.rollout_retries if ranks.world(ctx.policy)[1] == 1 else 0,
         retry_delay_seconds=exponential_backoff(backoff_factor=2),
         timeout_seconds=cfg.train.stage_timeout_s,
     )
@@ -218,6 +221,7 @@ def train_flow(
             checkpoint(ctx, stats)
             tracker.log_round(stats.round, tracking.round_metrics(stats))
             logger.info("round %d done: %s", stats.round, report.summary_line(stats))
+        ranks.release(ctx.policy)  # the other ranks of an `accelerate launch` stop here
     except BaseException:
         tracker.terminate("FAILED")
         raise

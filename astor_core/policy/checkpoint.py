@@ -95,14 +95,25 @@ def save_checkpoint(
     `extra` must be JSON-serialisable; it comes back unchanged from `load_checkpoint`.
     """
     base = Path(root)
-    base.mkdir(parents=True, exist_ok=True)
     final = round_dir(base, round_idx)
-    tmp = base / f".tmp-{final.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     extra_text = json.dumps(extra or {}, sort_keys=True)  # fails before anything is written
+    # Several ranks (astor_core.run.ranks): all write into rank 0's temporary directory
+    # (save_state is called on every rank; each writes its RNG state), rank 0 alone writes
+    # the rest, the marker and renames; barriers between the phases.
+    acc = trainer.accelerator
+    main, token = _shared_writer(acc)
+    tmp = base / f".tmp-{final.name}-{token}"
+    if main:
+        base.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    acc.wait_for_everyone()
     trainer.save_state(tmp)
+    acc.wait_for_everyone()
+    if not main:
+        acc.wait_for_everyone()  # rank 0 finishes the checkpoint
+        return final
     (tmp / "extra.json").write_text(extra_text)
     (tmp / "round.json").write_text(json.dumps({"round": round_idx}))
     _fsync_tree(tmp)
@@ -119,9 +130,22 @@ def save_checkpoint(
         for old in complete_rounds(base)[:-keep_last]:
             shutil.rmtree(round_dir(base, old), ignore_errors=True)
     for stale in base.glob(".tmp-round-*"):
-        if not stale.name.endswith(f"-{os.getpid()}"):
+        if not stale.name.endswith(f"-{token}"):
             shutil.rmtree(stale, ignore_errors=True)
+    acc.wait_for_everyone()
     return final
+
+
+def _shared_writer(accelerator: Any) -> tuple[bool, int]:
+    """(this rank writes the checkpoint's files, the temporary directory's suffix): rank 0's
+    pid on every rank, so all ranks save into one directory (a later run removes a dead
+    run's leftovers by their other suffix)."""
+    token = [os.getpid()]
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(token, from_process=0)
+    return bool(accelerator.is_main_process), int(token[0])
 
 
 def load_checkpoint(path: str | Path, trainer: Any) -> tuple[int, dict[str, Any]]:

@@ -8,6 +8,7 @@ initialises a few-million-parameter Qwen2-style model from a config.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,14 +50,24 @@ class ModelConfig:
     """Allow model code shipped with the checkpoint (off: only built-in architectures load)."""
 
 
-def resolve_device(device: str) -> torch.device:
-    """`auto` becomes cuda when available, else cpu.
+def resolve_device(device: str, local_rank: int | None = None) -> torch.device:
+    """`auto` becomes cuda when available, else cpu. A bare `cuda` (or `auto` on CUDA) is the
+    launched process's own GPU, cuda:LOCAL_RANK (set by torchrun / accelerate launch), so the
+    ranks of one node never share GPU 0; an explicit cuda:N is kept.
 
-    >>> resolve_device("cpu")
+    >>> resolve_device("cpu", local_rank=1)
     device(type='cpu')
+    >>> resolve_device("cuda", local_rank=3)
+    device(type='cuda', index=3)
+    >>> resolve_device("cuda:0", local_rank=3)
+    device(type='cuda', index=0)
     """
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if local_rank is None and "LOCAL_RANK" in os.environ:
+        local_rank = int(os.environ["LOCAL_RANK"])
+    if device == "cuda" and local_rank is not None:
+        return torch.device("cuda", local_rank)
     return torch.device(device)
 
 

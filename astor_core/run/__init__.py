@@ -11,6 +11,8 @@ MLflow, so every stage can be called, tested and benchmarked on its own
   the MLflow series and the plotted series all come from :class:`TaskRoundStats`.
 - :mod:`astor_core.run.store`: what a run keeps on disk (stats, checkpoints, rounds.csv).
 - :mod:`astor_core.run.report`: the eval table, the summary and the plots.
+- :mod:`astor_core.run.ranks`: one `accelerate launch` for many ranks: what rank 0 broadcasts
+  (typed orders), the sharded rollouts, and the other ranks' loop.
 
 A run lives in ``train.run_dir``::
 

@@ -14,6 +14,7 @@ import numpy as np
 from astor_core.config import AstorConfig
 from astor_core.method.scheduler import RoundPlan
 from astor_core.method.utility import PromptFeedback, RoundFeedback
+from astor_core.run import ranks
 from astor_core.run.context import RunContext
 from astor_core.run.records import RoundStats, TaskRoundStats
 
@@ -69,15 +70,22 @@ def schedule_round(ctx: RunContext) -> RoundPlan:
     return plan
 
 
-def rollout(ctx: RunContext, plan: RoundPlan) -> RolloutBatch:
-    """Sample G completions per scheduled prompt from the current policy."""
+def round_order(ctx: RunContext, plan: RoundPlan) -> ranks.RoundOrder:
+    """What the round samples: the plan's prompts, formatted, and the round's seed."""
     from astor_core.tasks import get_task
 
     records = [ctx.train_records[item] for item in plan.items]
     prompts = [get_task(r["task"]).format_prompt(r) for r in records]
     seed = int(ctx.cfg.train.seed) * 100_003 + ctx.round
-    rollouts = ctx.policy.sample(prompts, plan.samples_per_prompt, seed=seed)
-    return RolloutBatch(plan.round_idx, list(plan.items), plan.samples_per_prompt, rollouts)
+    return ranks.leader_order(plan.round_idx, plan.items, prompts, plan.samples_per_prompt, seed)
+
+
+def rollout(ctx: RunContext, plan: RoundPlan) -> RolloutBatch:
+    """Sample G completions per scheduled prompt from the current policy: the order goes to
+    every rank, each samples its share, the shards are gathered (one process: all of it)."""
+    order = ranks.share_order(ctx.policy, round_order(ctx, plan))
+    assert order is not None
+    return order.batch(ranks.sample_shard(ctx.policy, order))
 
 
 def reward_chunks(ctx: RunContext, batch: RolloutBatch) -> list[RewardChunk]:
@@ -135,11 +143,10 @@ def reward_vector(batch: RolloutBatch, scored: Sequence[Mapping[str, Any]]) -> n
 def train_round(
     ctx: RunContext, batch: RolloutBatch, scored: Sequence[Mapping[str, Any]]
 ) -> dict[str, Any]:
-    """One GRPO update with each sample's KL coefficient taken from its task's beta_k."""
-    rewards = reward_vector(batch, scored)
-    return ctx.policy.update(
-        batch.rollouts, rewards, batch.tasks_per_sample(), batch.group_size, ctx.calibrator.betas()
-    )
+    """One GRPO update with each sample's KL coefficient taken from its task's beta_k, on
+    every rank with the leader's rewards and betas (astor_core.run.ranks.update)."""
+    order = ranks.update_order(reward_vector(batch, scored), ctx.calibrator.betas())
+    return ranks.update(ctx.policy, batch, order)
 
 
 def update_scheduler(

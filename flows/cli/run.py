@@ -26,16 +26,63 @@ def checked_config(config: Path, overrides: list[str] | None) -> Any:
     return load_config(config, list(overrides or []))
 
 
-def train(config: ConfigOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
-    """Train (or resume) one run with the scheduler named in train.scheduler."""
-    from astor_core.data.pools import require_pools
+def train(
+    config: ConfigOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    num_processes: Annotated[
+        int,
+        typer.Option(
+            "--num-processes",
+            min=1,
+            help="ranks on this machine: >1 re-runs this command under `accelerate launch` "
+            "(data-parallel rollouts and updates; the flow and MLflow on rank 0)",
+        ),
+    ] = 1,
+) -> None:
+    """Train (or resume) one run with the scheduler named in train.scheduler.
 
-    require_pools(checked_config(config, set_).data.pools_dir)
+    Under `accelerate launch` every rank runs this command: rank 0 runs the Prefect flow and
+    MLflow, the other ranks follow it (astor_core.run.ranks)."""
+    from astor_core.data.pools import require_pools
+    from astor_core.run import ranks
+
+    cfg = checked_config(config, set_)
+    if num_processes > 1:
+        raise typer.Exit(_relaunch(num_processes, config, set_))
+    if not ranks.is_leader():
+        quiet_env()
+        typer.echo(ranks.follow(cfg).line())
+        return
+    require_pools(cfg.data.pools_dir)
     local_run_env()
     from flows.training import train_flow
 
     result = train_flow(config_path=str(config), overrides=list(set_ or []))
     _print_result(result)
+
+
+def launch_argv(num_processes: int, config: Path, overrides: list[str] | None) -> list[str]:
+    """`accelerate launch` of `astor train` with num_processes ranks on this machine. The
+    MULTI_GPU launcher is torchrun, which starts every rank; on a machine without CUDA each
+    rank's Accelerator resolves it to MULTI_CPU over gloo (configs/accelerate/cpu_2proc.yaml).
+
+    >>> launch_argv(2, Path("p.yaml"), ["train.rounds=2"])[3:]
+    ['--multi_gpu', '--num_machines', '1', '--num_processes', '2', '--mixed_precision', 'no', '--dynamo_backend', 'no', '-m', 'flows.cli', 'train', '--config', 'p.yaml', '--set', 'train.rounds=2']
+    """
+    argv = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
+    argv += ["--num_machines", "1", "--num_processes", str(num_processes)]
+    argv += ["--mixed_precision", "no", "--dynamo_backend", "no"]
+    argv += ["-m", "flows.cli", "train", "--config", str(config)]
+    for item in overrides or []:
+        argv += ["--set", item]
+    return argv
+
+
+def _relaunch(num_processes: int, config: Path, overrides: list[str] | None) -> int:
+    """Run `astor train` on num_processes ranks; the launcher's exit code."""
+    import subprocess
+
+    return subprocess.run(launch_argv(num_processes, config, overrides), check=False).returncode
 
 
 def demo(
