@@ -560,10 +560,14 @@ def results_markdown(
         cells = [f"{m:.3f} ± {s:.3f}" for m, s in (row.per_task[t] for t in tasks)]
         avg = row.average[0]
         g_base = (
-            f"{relative_gain(avg, base.average[0]):+.1%}" if base and method != baseline else "—"
+            _num(relative_gain(avg, base.average[0]), "+.1%")
+            if base and method != baseline
+            else "—"
         )
         g_spec = (
-            f"{relative_gain(avg, spec.average[0]):+.1%}" if spec and method != SPECIALISTS else "—"
+            _num(relative_gain(avg, spec.average[0]), "+.1%")
+            if spec and method != SPECIALISTS
+            else "—"
         )
         sec = (secondary or {}).get(method)
         greedy = f"{sec.average[0]:.3f} ± {sec.average[1]:.3f}" if sec else "—"
@@ -626,11 +630,13 @@ def verdict(comparisons: Sequence[PairedComparison], baseline: str = "uniform") 
             fails = []
             if not (pc.t_low > 0 and pc.boot_low > 0):
                 fails.append("a lower bound is not above 0")
-            if not pc.relative_gain >= pc.target:
+            if np.isnan(pc.relative_gain):
+                fails.append("the relative gain is undefined (the control's mean is 0)")
+            elif pc.relative_gain < pc.target:
                 fails.append(f"the gain is below the {pc.target:.0%} target")
             why = "no win: " + " and ".join(fails)
         parts.append(
-            f"over {control}: {pc.relative_gain:+.1%} (t interval [{_num(pc.t_low)}, {_num(pc.t_high)}],"
+            f"over {control}: {_num(pc.relative_gain, '+.1%')} (t interval [{_num(pc.t_low)}, {_num(pc.t_high)}],"
             f" bootstrap [{_num(pc.boot_low)}, {_num(pc.boot_high)}], MDE {_num(pc.mde, '.4f')}): {why}"
         )
     if not parts:

@@ -379,7 +379,7 @@ def write_report(parent_run_id: str, path: Path) -> Path:
         f"## Held-out reward per task, mean@k (mean ± std over seeds; split `{split}`)",
         "",
         results_markdown(rows, TASKS, cc.baseline, greedy_rows),
-        "`sft` is the starting policy (model.name_or_path), evaluated like every run once per seed.",
+        "`sft` is the starting policy (model.name_or_path), evaluated like every run once per seed."
         " The specialists row reads each task from the specialist trained on that task only.",
         "",
         "## Paired differences of the average held-out reward (treatment - control)",
