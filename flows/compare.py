@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import platform
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,7 @@ def evaluate_arm(
 ) -> str:
     """Score one policy on the held-out split item by item; an MLflow child run holds it."""
     cc: CompareConfig = cfg.compare
+    started = time.perf_counter()
     table = evaluate_saved_policy(
         cfg,
         model_dir,
@@ -118,6 +120,7 @@ def evaluate_arm(
     metrics |= {
         f"{metric}_stderr/{t}": ev.stderr for metric, per in table.items() for t, ev in per.items()
     }
+    metrics["eval_time_s"] = time.perf_counter() - started
     tracker.log_round(0, metrics)
     tracker.log_dict(
         {metric: {t: ev.item_rewards for t, ev in per.items()} for metric, per in table.items()},
@@ -398,8 +401,9 @@ def write_report(parent_run_id: str, path: Path) -> Path:
         "",
         "## Final policies",
         "",
-        "Every run's final policy is kept in its run folder (and as the artifact `policy/` of its"
-        " training run); `astor evaluate --model DIR --split test --samples 4` rescores one.",
+        f"Every run's final policy is kept in its run folder (and as the artifact `policy/` of its"
+        f" training run); `astor evaluate --model DIR --split {split} --samples"
+        f" {params.get('compare.eval_samples')} --items 0` rescores one.",
         "",
         "| method | seed | policy | training run | evaluation run |",
         "|---|---|---|---|---|",
