@@ -314,8 +314,12 @@ def paired_arrays(
     >>> seeds, xa, xb = paired_arrays(a, b, ["t"])
     >>> seeds, xa[0].tolist(), xb[0].tolist()
     ([1], [[1.0, 1.0]], [[0.0, 0.5]])
+    >>> paired_arrays(a, {2: b[1]}, ["t"])
+    ([], [], [])
     """
     seeds = sorted(set(treatment) & set(control))
+    if not seeds:
+        return [], [], []
     xa: list[np.ndarray] = []
     xb: list[np.ndarray] = []
     for t in tasks:
