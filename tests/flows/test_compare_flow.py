@@ -33,7 +33,6 @@ def test_compare_quick_writes_report_from_mlflow(
     Path("docs").mkdir()
     Path("docs/RESULTS.md").write_text("# old\n\n## Simulator (kept)\n\nby hand\n")
     result = compare_flow(str(mini_run), quick=True)
-    print(Path(result["report"]).read_text())
     client = MlflowClient(tracking.tracking_uri())
     parent = client.get_run(result["parent_run_id"])
     children = client.search_runs(
@@ -54,6 +53,7 @@ def test_compare_quick_writes_report_from_mlflow(
     for run in evals:
         assert Path(run.data.tags["astor.policy_dir"], "config.json").is_file()
         assert run.data.tags["astor.split"] == "test"
+        assert run.data.metrics["eval_time_s"] > 0
         scores = json.loads(
             Path(client.download_artifacts(run.info.run_id, "item_scores.json")).read_text()
         )
