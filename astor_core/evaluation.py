@@ -6,12 +6,19 @@ of items whose reward says fully solved). :func:`evaluate_generate` takes one (g
 completion per item; :func:`evaluate_sampled` takes k per item and reports mean@k (the
 expected reward of the sampling policy), pass@k, the standard error over items and every
 item's mean reward (for paired comparisons of two policies on the same items).
+
+Held-out splits: the pools hold one held-out pool (``eval``). :func:`heldout_split` divides
+it, once and for every reader, into ``validation`` (anything may be tuned on it) and
+``test`` (only final reports read it) by a hash of each item's prompt_id, so the division
+does not depend on pool order, on which other items exist, or on the seed.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +29,42 @@ Generate = Callable[[list[str]], list[str]]
 """Prompts -> one completion each (greedy, for evaluation)."""
 SampleK = Callable[[list[str], int], list[str]]
 """(prompts, k) -> k completions per prompt, prompt-major (prompt i's at [i*k, (i+1)*k))."""
+
+
+HELDOUT_SPLITS: tuple[str, ...] = ("validation", "test")
+"""The two halves of the held-out pool (see :func:`heldout_split`)."""
+
+
+def heldout_split(prompt_id: str) -> str:
+    """``validation`` or ``test``: the parity of the first byte of md5("heldout:" + prompt_id).
+
+    >>> heldout_split("cg-0001"), heldout_split("cg-0002")
+    ('test', 'validation')
+    """
+    digest = hashlib.md5(f"heldout:{prompt_id}".encode()).digest()
+    return HELDOUT_SPLITS[digest[0] % 2]
+
+
+def select_split(records: Sequence[Mapping[str, Any]], split: str) -> list[dict[str, Any]]:
+    """The held-out records of one half (``validation`` / ``test``); every record for any
+    other split name (``train``, ``eval``: a whole pool).
+
+    >>> recs = [{"prompt_id": "cg-0001"}, {"prompt_id": "cg-0002"}]
+    >>> [r["prompt_id"] for r in select_split(recs, "test")], len(select_split(recs, "eval"))
+    (['cg-0001'], 2)
+    """
+    if split not in HELDOUT_SPLITS:
+        return [dict(r) for r in records]
+    return [dict(r) for r in records if heldout_split(str(r["prompt_id"])) == split]
+
+
+def pool_of_split(split: str) -> str:
+    """The pool file a split reads: ``validation`` and ``test`` are halves of ``eval``.
+
+    >>> pool_of_split("test"), pool_of_split("train")
+    ('eval', 'train')
+    """
+    return "eval" if split in HELDOUT_SPLITS else split
 
 
 @dataclass
@@ -180,3 +223,66 @@ def macro_average(table: Mapping[str, Mapping[str, float]], metric: str = "mean_
     0.30000000000000004
     """
     return float(np.mean([row[metric] for row in table.values()]))
+
+
+def load_saved_policy(cfg: Any, model_dir: str | Path, temperature: float, seed: int) -> Any:
+    """A saved policy (save_pretrained directory) as a PolicyTrainer sampling at `temperature`
+    with the run config's other sampling settings (cfg is an AstorConfig; it is not changed)."""
+    import copy
+    from dataclasses import replace
+
+    from astor_core.policy.trainer import PolicyTrainer
+
+    cfg = copy.copy(cfg)
+    cfg.sections = dict(cfg.sections)
+    sampling = replace(cfg.rollout.sampling, temperature=temperature)
+    cfg.sections["rollout"] = replace(cfg.rollout, sampling=sampling)
+    cfg.sections["model"] = replace(cfg.model, name_or_path=str(model_dir))
+    return PolicyTrainer.from_config(cfg, seed=seed)
+
+
+def policy_sampler(policy: Any, temperature: float, seed: int) -> SampleK:
+    """The :data:`SampleK` of a policy: greedy at temperature 0 (one completion per item),
+    else k seeded samples per prompt."""
+
+    def sample(prompts: list[str], k: int) -> list[str]:
+        if temperature == 0:
+            return policy.greedy(prompts)
+        return [r.completion for r in policy.sample(prompts, k, seed=seed)]
+
+    return sample
+
+
+def heldout_records(
+    pools_dir: str | Path, split: str, tasks: Sequence[str], per_task: int = 0
+) -> dict[str, list[dict[str, Any]]]:
+    """The items of one split (``train``, ``eval``, or a held-out half ``validation`` /
+    ``test``) per task, first `per_task` by prompt_id (0: every item)."""
+    from astor_core.data.pools import read_records
+
+    records = select_split(read_records(pools_dir, pool_of_split(split)), split)
+    return eval_subset(records, tasks, per_task)
+
+
+def evaluate_saved_policy(
+    cfg: Any,
+    model_dir: str | Path,
+    records_by_task: Mapping[str, Sequence[Mapping[str, Any]]],
+    samples: int,
+    temperature: float,
+    seed: int,
+    greedy: bool = True,
+) -> dict[str, dict[str, TaskEval]]:
+    """A saved policy on held-out records: ``mean_at_k`` (k = samples at temperature, seeded)
+    and, when `greedy`, ``greedy`` (one greedy completion per item); metric -> task -> scores."""
+    from astor_core.sandbox import shared_sandbox
+
+    policy = load_saved_policy(cfg, model_dir, temperature, seed)
+    sandbox = shared_sandbox(cfg.sandbox)
+    sample = policy_sampler(policy, temperature, seed)
+    out = {"mean_at_k": evaluate_sampled(sample, records_by_task, samples, cfg.rewards, sandbox)}
+    if greedy:
+        out["greedy"] = evaluate_sampled(
+            policy_sampler(policy, 0.0, seed), records_by_task, 1, cfg.rewards, sandbox
+        )
+    return out

@@ -241,7 +241,11 @@ def evaluate(
         ),
     ] = None,
     split: Annotated[
-        str, typer.Option(help="which pool of data.pools_dir: train or eval")
+        str,
+        typer.Option(
+            help="which items of data.pools_dir: train, eval, or a held-out half of eval:"
+            " validation (for tuning) or test (final reports only)"
+        ),
     ] = "eval",
     seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
 ) -> None:
@@ -249,14 +253,19 @@ def evaluate(
     (e.g. --samples 8 --temperature 1.0 -S data.pools_dir=DIR)."""
     quiet_env()
     import json
-    from dataclasses import replace
 
     from astor_core import TASKS
     from astor_core.atomic import write_text_atomic
     from astor_core.config import load_config
-    from astor_core.data.pools import POOL_FILES, pool_paths, read_records
-    from astor_core.evaluation import eval_subset, evaluate_sampled
-    from astor_core.policy.trainer import PolicyTrainer
+    from astor_core.data.pools import POOL_FILES, pool_paths
+    from astor_core.evaluation import (
+        HELDOUT_SPLITS,
+        evaluate_sampled,
+        heldout_records,
+        load_saved_policy,
+        policy_sampler,
+        pool_of_split,
+    )
     from astor_core.sandbox import shared_sandbox
 
     cfg = load_config(config, list(set_ or []))
@@ -268,27 +277,23 @@ def evaluate(
     path = model or Path(cfg.train.run_dir) / "policy"
     if not (path / "config.json").is_file():
         raise fail(f"model directory {path} has no config.json (not a saved policy)")
-    pool = pool_paths(cfg.data.pools_dir).get(split)
+    pool = pool_paths(cfg.data.pools_dir).get(pool_of_split(split))
     if pool is None:
-        raise fail(f"--split must be one of {', '.join(POOL_FILES)}, got {split!r}")
+        raise fail(
+            f"--split must be one of {', '.join((*POOL_FILES, *HELDOUT_SPLITS))}, got {split!r}"
+        )
     if not pool.is_file():
         raise fail(f"pool file {pool} does not exist (data.pools_dir={cfg.data.pools_dir})")
-    sampling = replace(cfg.rollout.sampling, temperature=temp)
-    cfg.sections["rollout"] = replace(cfg.rollout, sampling=sampling)
-    cfg.sections["model"] = replace(cfg.model, name_or_path=str(path))
-    policy = PolicyTrainer.from_config(cfg, seed=seed)
+    policy = load_saved_policy(cfg, path, temp, seed)
     per_task = cfg.train.eval_items_per_task if items is None else items
-    records = eval_subset(read_records(cfg.data.pools_dir, split), TASKS, per_task)
-
-    def sample(prompts: list[str], k: int) -> list[str]:
-        if temp == 0:
-            return policy.greedy(prompts)
-        return [r.completion for r in policy.sample(prompts, k, seed=seed)]
+    records = heldout_records(cfg.data.pools_dir, split, TASKS, per_task)
+    sample = policy_sampler(policy, temp, seed)
 
     table = evaluate_sampled(sample, records, samples, cfg.rewards, shared_sandbox(cfg.sandbox))
     result = {
         "model": str(path),
         "pools": str(pool),
+        "split": split,
         "samples": samples,
         "temperature": temp,
         "average_mean_reward": float(sum(t.mean_reward for t in table.values()) / len(table)),

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 from typer.testing import CliRunner
 
+from astor_core.evaluation import heldout_split
 from flows.cli import app
 from tests.flows.conftest import mini_params
 
@@ -54,6 +55,19 @@ def test_greedy_and_sampled_mean_at_k_on_any_pools_dir(mini_assets: Path, tmp_pa
     for row in sampled["tasks"].values():
         assert row["samples"] == 3.0 and row["items"] > 2  # --items 0: the whole eval pool
         assert row["solve_rate"] <= row["pass_at_k"]
+    # the held-out halves: every item of the test half, none of the validation half
+    test_out = tmp_path / "test.json"
+    res = runner.invoke(
+        app,
+        ["evaluate", "-c", str(params), "--model", model, "-S", pools, "--items", "0"]
+        + ["--split", "test", "--out", str(test_out)],
+    )
+    assert res.exit_code == 0, res.output
+    halves = json.loads(test_out.read_text())
+    assert halves["split"] == "test"
+    for task, items in halves["item_rewards"].items():
+        assert {heldout_split(p) for p in items} == {"test"}
+        assert 0 < len(items) < len(sampled["item_rewards"][task])
 
 
 def test_bad_arguments_fail_with_one_line_and_write_nothing(
@@ -73,7 +87,7 @@ def test_bad_arguments_fail_with_one_line_and_write_nothing(
             ["--model", str(mini_assets / "tiny"), "-S", f"data.pools_dir={tmp_path}"],
             "does not exist",
         ),
-        (["--model", str(mini_assets / "tiny"), "--split", "test"], "--split must be one of"),
+        (["--model", str(mini_assets / "tiny"), "--split", "bogus"], "--split must be one of"),
     ]
     for extra, message in cases:
         res = runner.invoke(app, base + extra)
