@@ -94,14 +94,14 @@ def ensure_sft_model(cfg: AstorConfig, log: Callable[[str], None] | None = None)
 def evaluate_start_policy(cfg: AstorConfig) -> dict[str, dict[str, float]]:
     """Greedy held-out scores of the policy RL starts from (model.name_or_path, the SFT warm
     start) on exactly the items the run evaluates its final policy on (the first
-    train.eval_items_per_task eval items per task by prompt_id), so the two are paired."""
+    train.eval_items_per_task validation items per task by prompt_id), so the two are paired."""
     from astor_core import TASKS
     from astor_core.data.pools import read_records
-    from astor_core.evaluation import eval_subset
+    from astor_core.evaluation import in_run_eval_items
     from astor_core.policy.trainer import PolicyTrainer
     from astor_core.run.stages import evaluate_policy
 
-    records = eval_subset(
+    records = in_run_eval_items(
         read_records(cfg.data.pools_dir, "eval"), TASKS, cfg.train.eval_items_per_task
     )
     policy = PolicyTrainer.from_config(cfg, seed=cfg.train.seed)

@@ -145,6 +145,19 @@ def eval_subset(
     return by_task
 
 
+def in_run_eval_items(
+    records: Sequence[Mapping[str, Any]], tasks: Sequence[str], per_task: int
+) -> dict[str, list[dict[str, Any]]]:
+    """The items a training run and the demo evaluate on: the first `per_task` of the
+    validation half per task, so curves anyone tunes from never read a test item.
+
+    >>> recs = [{"task": "a", "prompt_id": "cg-0001"}, {"task": "a", "prompt_id": "cg-0002"}]
+    >>> [r["prompt_id"] for r in in_run_eval_items(recs, ["a"], 0)["a"]]
+    ['cg-0002']
+    """
+    return eval_subset(select_split(records, "validation"), tasks, per_task)
+
+
 def evaluate_generate(
     generate: Generate,
     records_by_task: Mapping[str, Sequence[Mapping[str, Any]]],

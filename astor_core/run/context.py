@@ -10,7 +10,7 @@ from typing import Any
 from astor_core import TASKS
 from astor_core.config import AstorConfig
 from astor_core.data.pools import Pools
-from astor_core.evaluation import eval_subset
+from astor_core.evaluation import in_run_eval_items
 from astor_core.method.calibration import Calibrator, make_calibrator
 from astor_core.method.scheduler import RoundPlan, Scheduler, make_scheduler
 from astor_core.run import store
@@ -57,7 +57,9 @@ def open_run(cfg: AstorConfig, pools: Pools) -> RunContext:
     ctx = RunContext(cfg, Path(cfg.train.run_dir))
     train = pools.records("train")
     ctx.train_records = {(r["task"], str(r["prompt_id"])): r for r in train}
-    ctx.eval_records = eval_subset(pools.records("eval"), ctx.tasks, cfg.train.eval_items_per_task)
+    ctx.eval_records = in_run_eval_items(
+        pools.records("eval"), ctx.tasks, cfg.train.eval_items_per_task
+    )
     ctx.scheduler = make_scheduler(
         cfg.train.scheduler, scheduler_pools(train, ctx.tasks), cfg.scheduler, cfg.train.seed
     )
