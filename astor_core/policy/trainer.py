@@ -10,6 +10,7 @@ part follows.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,6 @@ from astor_core.policy.batches import (
     Sample,
     batch_tensors,
     completion_logps,
-    micro_batches,
     mini_batches,
     subset_parameter_names,
     with_trainer_old_logprobs,
@@ -38,6 +38,12 @@ from astor_core.policy.memory import (
     frozen_reference,
     master_dtype,
     save_merged,
+)
+from astor_core.policy.multirank import (
+    full_vector,
+    make_accelerator,
+    rank_micro_batches,
+    sum_fsdp_gradients,
 )
 from astor_core.policy.rollout import (
     Rollout,
@@ -123,7 +129,6 @@ class PolicyTrainer:
         cpu: bool | None = None,
         rollout: RolloutConfig | None = None,
     ) -> None:
-        from accelerate import Accelerator
         from transformers import get_scheduler
 
         if cfg.deterministic:
@@ -133,9 +138,10 @@ class PolicyTrainer:
         model = apply_memory_levers(
             model, cfg.lora, cfg.gradient_checkpointing, cfg.mixed_precision
         )
-        self.accelerator = Accelerator(
-            mixed_precision=cfg.mixed_precision,
-            cpu=cpu if cpu is not None else not torch.cuda.is_available(),
+        self.accelerator = make_accelerator(
+            cfg.mixed_precision,
+            cpu if cpu is not None else not torch.cuda.is_available(),
+            cfg.micro_batch_size,
         )
         ref = frozen_reference(model, ref_model, cfg.lora.enabled)
         optimizer = torch.optim.AdamW(
@@ -154,6 +160,8 @@ class PolicyTrainer:
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(
             model, optimizer, scheduler
         )
+        if self.accelerator.is_fsdp2:
+            sum_fsdp_gradients(self.model)
         self.ref_model = None if ref is None else ref.to(self.accelerator.device)
         self.model.train()
         unwrapped = self.unwrapped_model
@@ -344,16 +352,27 @@ class PolicyTrainer:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         prev = subset_grad(self._subset)
-        local = list(samples)[acc.process_index :: acc.num_processes]
-        for task, rows in micro_batches(local, self.cfg.micro_batch_size):
-            batch = self._batch_tensors(rows, use_old_logprobs)
-            out = self._loss(rows, batch, betas, norm)
-            self._task_gradient(stats, task, prev)
-            prev = self._kl_backward(out)
-            stats.add(task, len(rows), out, batch["completion_mask"])
+        for mb in rank_micro_batches(
+            samples, self.cfg.micro_batch_size, acc.process_index, acc.num_processes
+        ):
+            batch = self._batch_tensors(mb.rows, use_old_logprobs)
+            weight = 1.0 if mb.live else 0.0
+            out = self._loss(mb.rows, batch, betas, norm, weight)
+            self._task_gradient(stats, mb.task, prev)
+            prev = self._kl_backward(out, weight)
+            if mb.live:
+                stats.add(mb.task, len(mb.rows), out, batch["completion_mask"])
         if acc.num_processes > 1:
-            all_reduce_grads(self.model)
-            stats.reduce(acc, {s.task for s in samples}, sum(p.numel() for p in self._subset))
+            if acc.is_fsdp2:  # reduce-scattered after every backward: sums of shards
+                stats.grads = {t: full_vector(self._subset, g) for t, g in stats.grads.items()}
+            else:
+                all_reduce_grads(self.model)
+            stats.reduce(
+                acc,
+                {s.task for s in samples},
+                sum(p.numel() for p in self._subset),
+                grads_summed=acc.is_fsdp2,
+            )
         grad_norm, lr = optimiser_step(
             acc, self.model, self.optimizer, self.scheduler, self.cfg.max_grad_norm
         )
@@ -369,19 +388,29 @@ class PolicyTrainer:
         n_c = batch["completion_mask"].size(1)
         return self.reference_logps(batch["input_ids"], batch["attention_mask"], n_c)
 
+    def _sync_context(self) -> Any:
+        """Gradient reduction during the micro-batches: DDP accumulates locally (no_sync) and
+        the step all-reduces once; FSDP2 reduce-scatters after every backward, as its
+        `no_sync` (set_requires_gradient_sync(False)) would keep the accumulated gradient out
+        of `p.grad` until a synced backward and so hide the per-task gradients."""
+        if self.accelerator.is_fsdp2:
+            return contextlib.nullcontext()
+        return self.accelerator.no_sync(self.model)
+
     def _loss(
         self,
         rows: Sequence[Sample],
         batch: Mapping[str, torch.Tensor],
         betas: Mapping[str, float],
         norm: Any,
+        weight: float = 1.0,
     ) -> Any:
         """Forward, reference forward, the GRPO loss with each sample's task beta, and the
-        backward of its policy-gradient part (gradients accumulate locally; ranks are reduced
-        once per step); the KL part follows in :meth:`_kl_backward`, after the task's
-        gradient has been read, so the synergy sees the surrogate's gradient alone."""
+        backward of its policy-gradient part times `weight` (0: a placeholder micro-batch);
+        the KL part follows in :meth:`_kl_backward`, after the task's gradient has been read,
+        so the synergy sees the surrogate's gradient alone."""
         acc = self.accelerator
-        with acc.no_sync(self.model), acc.autocast():
+        with self._sync_context(), acc.autocast():
             out = grpo_loss(
                 self._forward(batch),
                 torch.tensor([r.advantage for r in rows], device=acc.device),
@@ -393,15 +422,15 @@ class PolicyTrainer:
                 normaliser=norm,
                 tis_weight=batch.get("tis_weight"),
             )
-            acc.backward(out.pg_loss, retain_graph=out.kl_loss.requires_grad)
+            acc.backward(out.pg_loss * weight, retain_graph=out.kl_loss.requires_grad)
         return out
 
-    def _kl_backward(self, out: Any) -> torch.Tensor:
-        """Backward of the micro-batch's KL part; the subset gradient after it (the baseline
-        of the next micro-batch's task gradient)."""
+    def _kl_backward(self, out: Any, weight: float = 1.0) -> torch.Tensor:
+        """Backward of the micro-batch's KL part (times `weight`); the subset gradient after
+        it (the baseline of the next micro-batch's task gradient)."""
         if out.kl_loss.requires_grad:
-            with self.accelerator.no_sync(self.model):
-                self.accelerator.backward(out.kl_loss)
+            with self._sync_context():
+                self.accelerator.backward(out.kl_loss * weight)
         return subset_grad(self._subset)
 
     def _task_gradient(self, stats: StepStats, task: str, prev: torch.Tensor) -> torch.Tensor:
