@@ -62,12 +62,14 @@ def rank_micro_batches(
     return out
 
 
-def fsdp_requested() -> bool:
-    """`accelerate launch` was given an FSDP config (it exports ACCELERATE_USE_FSDP)."""
-    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+def _env_flag(name: str) -> bool:
+    """A boolean that `accelerate launch` exports from its config (ACCELERATE_USE_FSDP, ...)."""
+    return os.environ.get(name, "false").lower() == "true"
 
 
-def make_accelerator(mixed_precision: str, cpu: bool, micro_batch_size: int) -> Any:
+def make_accelerator(
+    mixed_precision: str, cpu: bool, micro_batch_size: int, max_grad_norm: float
+) -> Any:
     """The Accelerator of the update.
 
     FSDP on CPU ranks: accelerate 1.15's state machine routes an FSDP launch to FSDP only
@@ -77,15 +79,27 @@ def make_accelerator(mixed_precision: str, cpu: bool, micro_batch_size: int) -> 
 
     DeepSpeed: with no dataloader to prepare, the config's `train_micro_batch_size_per_gpu:
     auto` cannot be resolved; it is set from the trainer's micro-batch size, as accelerate's
-    error message directs (it only feeds DeepSpeed's throughput bookkeeping: the trainer
-    marks the accumulation boundary itself).
+    error message directs (DeepSpeed only counts samples with it). The trainer owns the
+    accumulation boundary (`managed_gradient_accumulation: false`: every engine backward
+    accumulates, the one `engine.step()` per update step reduces and steps) and its clipping
+    threshold is DeepSpeed's `gradient_clipping`.
     """
     from accelerate import Accelerator
     from accelerate.state import PartialState
-    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+    from accelerate.utils import (
+        DistributedType,
+        FullyShardedDataParallelPlugin,
+        InitProcessGroupKwargs,
+    )
 
-    acc = Accelerator(mixed_precision=mixed_precision, cpu=cpu)
-    if acc.distributed_type == DistributedType.MULTI_CPU and fsdp_requested():
+    handlers = []
+    if cpu and _env_flag("ACCELERATE_USE_DEEPSPEED"):
+        # accelerate takes the DeepSpeed path only with cpu=False, and on a machine without
+        # an accelerator device it then finds no process-group backend (one process):
+        # DeepSpeed's CPU accelerator (DS_ACCELERATOR=cpu) communicates over gloo.
+        cpu, handlers = False, [InitProcessGroupKwargs(backend="gloo")]
+    acc = Accelerator(mixed_precision=mixed_precision, cpu=cpu, kwargs_handlers=handlers)
+    if acc.distributed_type == DistributedType.MULTI_CPU and _env_flag("ACCELERATE_USE_FSDP"):
         plugin = FullyShardedDataParallelPlugin()
         if mixed_precision != "no":
             plugin.set_mixed_precision(mixed_precision)
@@ -93,14 +107,10 @@ def make_accelerator(mixed_precision: str, cpu: bool, micro_batch_size: int) -> 
         acc.state.distributed_type = DistributedType.FSDP
         PartialState._shared_state["distributed_type"] = DistributedType.FSDP
     if acc.distributed_type == DistributedType.DEEPSPEED:
-        ds = acc.state.deepspeed_plugin
-        ds.deepspeed_config["train_micro_batch_size_per_gpu"] = micro_batch_size
-        if ds.is_auto("train_batch_size"):
-            ds.deepspeed_config["train_batch_size"] = (
-                micro_batch_size
-                * acc.num_processes
-                * int(ds.deepspeed_config.get("gradient_accumulation_steps", 1))
-            )
+        ds_config = acc.state.deepspeed_plugin.deepspeed_config
+        ds_config["train_micro_batch_size_per_gpu"] = micro_batch_size
+        ds_config["managed_gradient_accumulation"] = False
+        ds_config["gradient_clipping"] = max(max_grad_norm, 0.0)
     return acc
 
 

@@ -66,8 +66,9 @@ class StepStats:
         grads: dict[str, torch.Tensor] = {}
         merged: dict[str, dict[str, float]] = {}
         for t in sorted(tasks):
-            g = self.grads.get(t, torch.zeros(grad_size)).to(acc.device)
-            grads[t] = (g if grads_summed else acc.reduce(g, reduction="sum")).cpu()
+            if grad_size:  # 0: no gradient vectors measured (DeepSpeed)
+                g = self.grads.get(t, torch.zeros(grad_size)).to(acc.device)
+                grads[t] = (g if grads_summed else acc.reduce(g, reduction="sum")).cpu()
             local = self.tasks.get(t, dict.fromkeys(_KEYS, 0.0))
             vec = torch.tensor([local[k] for k in _KEYS], dtype=torch.float64, device=acc.device)
             merged[t] = dict(zip(_KEYS, acc.reduce(vec, reduction="sum").tolist(), strict=True))
@@ -141,7 +142,13 @@ def optimiser_step(
     max_grad_norm: float,
 ) -> tuple[float, float]:
     """Clip (if max_grad_norm > 0), step the optimiser and the LR schedule, clear the
-    gradients; (gradient norm, LR used)."""
+    gradients; (gradient norm, LR used). Under DeepSpeed the engine's step does all of it
+    (clipping at the config's gradient_clipping)."""
+    ds = getattr(accelerator, "deepspeed_engine_wrapped", None)
+    if ds is not None:
+        lr = float(scheduler.get_last_lr()[0])
+        ds.engine.step()
+        return as_float(ds.get_global_grad_norm()), lr
     grad_norm = (
         as_float(accelerator.clip_grad_norm_(model.parameters(), max_grad_norm))
         if max_grad_norm > 0

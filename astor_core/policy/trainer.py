@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate.utils import DistributedType
 
 from astor_core.method.advantages import group_advantages
 from astor_core.policy.batches import (
@@ -142,6 +143,7 @@ class PolicyTrainer:
             cfg.mixed_precision,
             cpu if cpu is not None else not torch.cuda.is_available(),
             cfg.micro_batch_size,
+            cfg.max_grad_norm,
         )
         ref = frozen_reference(model, ref_model, cfg.lora.enabled)
         optimizer = torch.optim.AdamW(
@@ -232,7 +234,7 @@ class PolicyTrainer:
         """Advantages from the rewards (per prompt group), then one step; plain-dict result.
 
         Keys: advantages (per rollout), kl (task -> measured KL), task_gradients (task -> 1-D
-        tensor), per_task, metrics.
+        tensor; None under DeepSpeed, which does not expose them), per_task, metrics.
         """
         if not (len(rollouts) == len(rewards) == len(tasks)):
             raise ValueError(
@@ -260,7 +262,7 @@ class PolicyTrainer:
         return {
             "advantages": adv.tolist(),
             "kl": {t: v["kl"] for t, v in result.per_task.items()},
-            "task_gradients": result.task_grads,
+            "task_gradients": result.task_grads or None,  # None: not measured (DeepSpeed)
             "per_task": result.per_task,
             "metrics": result.metrics,
         }
@@ -285,6 +287,11 @@ class PolicyTrainer:
         save_merged(self.unwrapped_model, out)
         self.tokenizer.save_pretrained(out)
         return out
+
+    @property
+    def _deepspeed(self) -> bool:
+        """The model is a DeepSpeed engine (ZeRO through accelerate)."""
+        return self.accelerator.distributed_type == DistributedType.DEEPSPEED
 
     @property
     def unwrapped_model(self) -> torch.nn.Module:
@@ -351,7 +358,7 @@ class PolicyTrainer:
         stats = StepStats()
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        prev = subset_grad(self._subset)
+        prev = self._subset_grad()
         for mb in rank_micro_batches(
             samples, self.cfg.micro_batch_size, acc.process_index, acc.num_processes
         ):
@@ -362,15 +369,18 @@ class PolicyTrainer:
             prev = self._kl_backward(out, weight)
             if mb.live:
                 stats.add(mb.task, len(mb.rows), out, batch["completion_mask"])
+        deepspeed = self._deepspeed
+        if deepspeed:  # no per-task gradient vectors (see _subset_grad)
+            stats.grads = {}
         if acc.num_processes > 1:
             if acc.is_fsdp2:  # reduce-scattered after every backward: sums of shards
                 stats.grads = {t: full_vector(self._subset, g) for t, g in stats.grads.items()}
-            else:
+            elif not deepspeed:  # DeepSpeed reduces in its backward / step
                 all_reduce_grads(self.model)
             stats.reduce(
                 acc,
                 {s.task for s in samples},
-                sum(p.numel() for p in self._subset),
+                0 if deepspeed else sum(p.numel() for p in self._subset),
                 grads_summed=acc.is_fsdp2,
             )
         grad_norm, lr = optimiser_step(
@@ -422,21 +432,44 @@ class PolicyTrainer:
                 normaliser=norm,
                 tis_weight=batch.get("tis_weight"),
             )
-            acc.backward(out.pg_loss * weight, retain_graph=out.kl_loss.requires_grad)
+            if self._deepspeed:  # one backward: no per-task vector is read in between, and
+                # ZeRO-3 frees the gathered weights a retained graph would need again
+                self._backward((out.pg_loss + out.kl_loss) * weight)
+            else:
+                self._backward(out.pg_loss * weight, retain_graph=out.kl_loss.requires_grad)
         return out
 
     def _kl_backward(self, out: Any, weight: float = 1.0) -> torch.Tensor:
         """Backward of the micro-batch's KL part (times `weight`); the subset gradient after
         it (the baseline of the next micro-batch's task gradient)."""
-        if out.kl_loss.requires_grad:
+        if out.kl_loss.requires_grad and not self._deepspeed:
             with self._sync_context():
-                self.accelerator.backward(out.kl_loss * weight)
+                self._backward(out.kl_loss * weight)
+        return self._subset_grad()
+
+    def _backward(self, loss: torch.Tensor, retain_graph: bool = False) -> None:
+        """accelerate's backward; under DeepSpeed the engine's own, which only accumulates
+        (the config's managed_gradient_accumulation is off: the step is the boundary) and
+        averages over ranks, hence the loss times the world size (each rank's loss already
+        carries the whole batch's normaliser)."""
+        acc = self.accelerator
+        if self._deepspeed:
+            self.model.backward(loss * acc.num_processes, retain_graph=retain_graph)
+        else:
+            acc.backward(loss, retain_graph=retain_graph)
+
+    def _subset_grad(self) -> torch.Tensor:
+        """The flattened gradient of the per-task subset so far (this rank's shards under
+        FSDP2); an empty vector under DeepSpeed, whose ZeRO optimiser keeps gradients in its
+        own partitions, readable only at the step (`safe_get_full_grad` refuses before)."""
+        if self._deepspeed:
+            return torch.zeros(0)
         return subset_grad(self._subset)
 
     def _task_gradient(self, stats: StepStats, task: str, prev: torch.Tensor) -> torch.Tensor:
         """Credit the micro-batch's change of the subset gradient (its policy-gradient part)
         to its task."""
-        now = subset_grad(self._subset)
+        now = self._subset_grad()
         stats.add_gradient(task, now - prev)
         return now
 
