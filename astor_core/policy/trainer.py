@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from accelerate.utils import DistributedType
 
 from astor_core.method.advantages import group_advantages
 from astor_core.policy.batches import (
@@ -291,6 +290,8 @@ class PolicyTrainer:
     @property
     def _deepspeed(self) -> bool:
         """The model is a DeepSpeed engine (ZeRO through accelerate)."""
+        from accelerate.utils import DistributedType
+
         return self.accelerator.distributed_type == DistributedType.DEEPSPEED
 
     @property
