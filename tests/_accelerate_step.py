@@ -8,7 +8,8 @@ Every rank builds the same global batches (seeded; step k uses seed + k): three 
 uneven sizes, so a rank sometimes holds a placeholder micro-batch. The trainer gives each
 rank its share and sums the gradients over ranks, so the updated weights must match one
 process on the whole batch. `--save CK` writes a round checkpoint after the last step;
-`--resume CK` loads the latest one under CK first and continues with the next step's batch.
+`--resume CK` loads the latest one under CK first and continues with the next step's batch;
+`--export DIR` exports the policy at the end (`PolicyTrainer.export`, on every rank).
 Rank 0 writes the full updated state dict (gathered from the shards under FSDP2), and per
 step the batch metrics, the per-task statistics and the per-task gradient vectors (all of
 them whole-batch figures, summed over ranks).
@@ -60,6 +61,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--save", default=None)
     parser.add_argument("--resume", default=None)
+    parser.add_argument("--export", default=None)
     args = parser.parse_args()
 
     import torch
@@ -83,6 +85,8 @@ def main() -> None:
         steps.append(trainer.step(samples, {t: 0.05 for t in TASKS}))
     if args.save:
         trainer.save_checkpoint(args.save, first + args.steps, {"next_step": first + args.steps})
+    if args.export:
+        trainer.export(args.export)
     acc = trainer.accelerator
     state = acc.get_state_dict(trainer.model)  # gathered from the shards: a collective
     if acc.is_main_process:

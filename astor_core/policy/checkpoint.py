@@ -175,7 +175,7 @@ def save_hook(accelerator: Any, tokenizer: Any) -> Any:
         for i, m in enumerate(models):
             # Sharded (FSDP2 / ZeRO-3): accelerate saved the shards itself; model/ gets the
             # gathered full weights (a collective on every rank) for engines and export.
-            full = accelerator.get_state_dict(m) if _sharded(accelerator) else None
+            full = accelerator.get_state_dict(m) if sharded(accelerator) else None
             if accelerator.is_main_process:
                 target = Path(output_dir) / ("model" if i == 0 else f"model_{i}")
                 accelerator.unwrap_model(m).save_pretrained(target, state_dict=full)
@@ -186,7 +186,7 @@ def save_hook(accelerator: Any, tokenizer: Any) -> Any:
     return hook
 
 
-def _sharded(accelerator: Any) -> bool:
+def sharded(accelerator: Any) -> bool:
     """Weights live in shards across ranks (FSDP, DeepSpeed): accelerate saves them."""
     from accelerate.utils import DistributedType
 

@@ -29,13 +29,14 @@ from astor_core.policy.batches import (
     subset_parameter_names,
     with_trainer_old_logprobs,
 )
-from astor_core.policy.checkpoint import load_hook, save_hook
+from astor_core.policy.checkpoint import load_hook, save_hook, sharded
 from astor_core.policy.grpo import GRPOConfig, betas_per_sample, grpo_loss, normaliser_for
 from astor_core.policy.memory import (
     LoRAConfig,
     adapters_disabled,
     apply_memory_levers,
     frozen_reference,
+    is_peft,
     master_dtype,
     save_merged,
 )
@@ -280,11 +281,27 @@ class PolicyTrainer:
         return None if found is None else found[1]
 
     def export(self, directory: str | Path) -> Path:
-        """The current policy (model + tokenizer, LoRA adapters merged) as a save_pretrained directory."""
+        """The current policy (model + tokenizer, LoRA adapters merged) as a save_pretrained
+        directory, written by the main process. Sharded (FSDP, DeepSpeed) it is a collective
+        that every rank must call: the full weights are gathered first."""
+        acc = self.accelerator
         out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        save_merged(self.unwrapped_model, out)
-        self.tokenizer.save_pretrained(out)
+        full = None
+        if sharded(acc):
+            if is_peft(self.unwrapped_model):
+                raise ValueError(
+                    "export: merging the LoRA adapters of a sharded model is not supported"
+                )
+            full = acc.get_state_dict(self.model)
+        if acc.is_main_process:
+            out.mkdir(parents=True, exist_ok=True)
+            if full is None:
+                save_merged(self.unwrapped_model, out)
+            else:
+                self.unwrapped_model.save_pretrained(out, state_dict=full)
+            self.tokenizer.save_pretrained(out)
+        if full is not None:
+            acc.wait_for_everyone()
         return out
 
     @property
