@@ -72,7 +72,13 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.float32)
-    cfg = TrainerConfig(learning_rate=1e-3, micro_batch_size=2, max_grad_norm=1.0)
+    cfg = TrainerConfig(  # a decaying LR: a second scheduler step per update would show
+        learning_rate=1e-3,
+        lr_scheduler_type="linear",
+        total_steps=4,
+        micro_batch_size=2,
+        max_grad_norm=1.0,
+    )
     trainer = PolicyTrainer(model, _GivenIds(), cfg, cpu=True)
     first = 0
     if args.resume:

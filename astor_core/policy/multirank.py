@@ -43,7 +43,7 @@ def rank_micro_batches(
 
     >>> rows = [Sample(t, [0], [i], 0.0) for i, t in enumerate("aaab")]
     >>> [(m.task, [s.completion_ids[0] for s in m.rows], m.live) for m in rank_micro_batches(rows, 2, 1, 2)]
-    [('a', [1], True), ('a', [2], False), ('b', [3], False)]
+    [('a', [1], True), ('b', [3], False)]
     >>> [[s.completion_ids[0] for s in m.rows] for m in rank_micro_batches(rows, 2, 0, 1)]
     [[0, 1], [2], [3]]
     """
@@ -70,7 +70,8 @@ def _env_flag(name: str) -> bool:
 def make_accelerator(
     mixed_precision: str, cpu: bool, micro_batch_size: int, max_grad_norm: float
 ) -> Any:
-    """The Accelerator of the update.
+    """The Accelerator of the update (one LR-schedule step per optimiser step, whatever the
+    number of ranks).
 
     FSDP on CPU ranks: accelerate 1.15's state machine routes an FSDP launch to FSDP only
     for accelerator devices (state.py; MULTI_CPU is missing from that list), so CPU ranks
@@ -98,7 +99,15 @@ def make_accelerator(
         # an accelerator device it then finds no process-group backend (one process):
         # DeepSpeed's CPU accelerator (DS_ACCELERATOR=cpu) communicates over gloo.
         cpu, handlers = False, [InitProcessGroupKwargs(backend="gloo")]
-    acc = Accelerator(mixed_precision=mixed_precision, cpu=cpu, kwargs_handlers=handlers)
+    acc = Accelerator(
+        mixed_precision=mixed_precision,
+        cpu=cpu,
+        kwargs_handlers=handlers,
+        # One LR-schedule step per optimiser step: linked to the optimiser, accelerate steps
+        # the schedule once per rank (it assumes each rank brings its own batch; here every
+        # rank holds the same global batch), which on 2 ranks halves a decaying schedule.
+        step_scheduler_with_optimizer=False,
+    )
     if acc.distributed_type == DistributedType.MULTI_CPU and _env_flag("ACCELERATE_USE_FSDP"):
         plugin = FullyShardedDataParallelPlugin()
         if mixed_precision != "no":

@@ -90,7 +90,8 @@ def _two_ranks(tiny: dict[str, Any], config: str) -> dict[str, Any]:
 
 
 def _assert_same_update(one: dict[str, Any], two: dict[str, Any], task_grads: bool) -> None:
-    """Weights after the steps, per-step metrics, per-task statistics and gradient vectors."""
+    """Weights after the steps, per-step metrics, per-task statistics and gradient vectors;
+    the per-step LR of a decaying schedule shows one scheduler step per update step."""
     import torch
 
     assert set(one["state"]) == set(two["state"])
@@ -98,6 +99,8 @@ def _assert_same_update(one: dict[str, Any], two: dict[str, Any], task_grads: bo
         torch.testing.assert_close(
             two["state"][k], one["state"][k], atol=WEIGHT_ATOL, rtol=0, msg=k
         )
+    lrs = [s["metrics"]["lr"] for s in one["steps"]]
+    assert lrs == sorted(lrs, reverse=True) and lrs[0] > lrs[-1], "the LR must decay per step"
     for a, b in zip(one["steps"], two["steps"], strict=True):
         for key in ("loss", "grad_norm", "tokens", "samples", "kl", "lr"):
             atol = KL_ATOL if key == "kl" else 1e-9
