@@ -175,12 +175,17 @@ def save_hook(accelerator: Any, tokenizer: Any) -> Any:
         for i, m in enumerate(models):
             # Sharded (FSDP2 / ZeRO-3): accelerate saved the shards itself; model/ gets the
             # gathered full weights (a collective on every rank) for engines and export.
-            full = accelerator.get_state_dict(m) if sharded(accelerator) else None
-            if accelerator.is_main_process:
-                target = Path(output_dir) / ("model" if i == 0 else f"model_{i}")
-                accelerator.unwrap_model(m).save_pretrained(target, state_dict=full)
-                if i == 0:
-                    tokenizer.save_pretrained(target)
+            target = Path(output_dir) / ("model" if i == 0 else f"model_{i}")
+            if sharded(accelerator):  # every rank, as transformers asks of distributed saves
+                accelerator.unwrap_model(m).save_pretrained(
+                    target,
+                    state_dict=accelerator.get_state_dict(m),
+                    is_main_process=accelerator.is_main_process,
+                )
+            elif accelerator.is_main_process:
+                accelerator.unwrap_model(m).save_pretrained(target)
+            if i == 0 and accelerator.is_main_process:
+                tokenizer.save_pretrained(target)
         weights.clear()
 
     return hook

@@ -142,12 +142,15 @@ def optimiser_step(
     max_grad_norm: float,
 ) -> tuple[float, float]:
     """Clip (if max_grad_norm > 0), step the optimiser and the LR schedule, clear the
-    gradients; (gradient norm, LR used). Under DeepSpeed the engine's step does all of it
-    (clipping at the config's gradient_clipping)."""
+    gradients; (gradient norm, LR used). Under DeepSpeed the engine's step clips (at the
+    config's gradient_clipping), steps the optimiser and zeroes; the schedule steps here
+    (accelerate hands DeepSpeed only DeepSpeed's own schedules; for one of those this
+    wrapper's step is a no-op and the engine steps it)."""
     ds = getattr(accelerator, "deepspeed_engine_wrapped", None)
     if ds is not None:
         lr = float(scheduler.get_last_lr()[0])
         ds.engine.step()
+        scheduler.step()
         return as_float(ds.get_global_grad_norm()), lr
     grad_norm = (
         as_float(accelerator.clip_grad_norm_(model.parameters(), max_grad_norm))

@@ -293,12 +293,14 @@ class PolicyTrainer:
                     "export: merging the LoRA adapters of a sharded model is not supported"
                 )
             full = acc.get_state_dict(self.model)
-        if acc.is_main_process:
+        if full is not None:  # on every rank, as transformers asks of distributed saves
+            self.unwrapped_model.save_pretrained(
+                out, state_dict=full, is_main_process=acc.is_main_process
+            )
+        elif acc.is_main_process:
             out.mkdir(parents=True, exist_ok=True)
-            if full is None:
-                save_merged(self.unwrapped_model, out)
-            else:
-                self.unwrapped_model.save_pretrained(out, state_dict=full)
+            save_merged(self.unwrapped_model, out)
+        if acc.is_main_process:
             self.tokenizer.save_pretrained(out)
         if full is not None:
             acc.wait_for_everyone()

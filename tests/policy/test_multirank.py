@@ -84,8 +84,10 @@ def _two_ranks(tiny: dict[str, Any], config: str) -> dict[str, Any]:
     if config not in tiny["runs"]:
         out = tiny["dir"] / f"{config}.pt"
         export = tiny["dir"] / f"export-{config}"
-        run = _launch(config, tiny["model"], out, "--steps", str(STEPS), "--export", str(export))
-        tiny["runs"][config] = {**run, "export": export}
+        args = ["--steps", str(STEPS)]
+        if config != "deepspeed_zero3.yaml":  # its export hangs on CPU ranks: docs/SCALING.md
+            args += ["--export", str(export)]
+        tiny["runs"][config] = {**_launch(config, tiny["model"], out, *args), "export": export}
     return tiny["runs"][config]
 
 
