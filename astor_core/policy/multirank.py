@@ -105,7 +105,7 @@ def make_accelerator(
         kwargs_handlers=handlers,
         # One LR-schedule step per optimiser step: linked to the optimiser, accelerate steps
         # the schedule once per rank (it assumes each rank brings its own batch; here every
-        # rank holds the same global batch), which on 2 ranks halves a decaying schedule.
+        # rank holds the same global batch): 2 ranks would run a schedule twice as fast.
         step_scheduler_with_optimizer=False,
     )
     if acc.distributed_type == DistributedType.MULTI_CPU and _env_flag("ACCELERATE_USE_FSDP"):
