@@ -32,5 +32,8 @@ fi
 quiet() { "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
 echo "[setup] installing torch (CPU build) and the project"
 quiet .venv/bin/pip install -q "torch==2.13.0"
+# DeepSpeed (dev extra) ships only an sdist whose setup.py imports torch: built against the
+# torch above (no build isolation), no C++/CUDA ops compiled (they are JIT-built on use).
+quiet env DS_BUILD_OPS=0 .venv/bin/pip install -q --no-build-isolation "deepspeed==0.19.8"
 quiet .venv/bin/pip install -q -e ".[dev]"
 echo "[setup] done. Try: .venv/bin/astor demo"

@@ -94,58 +94,57 @@ def save_checkpoint(
 
     `extra` must be JSON-serialisable; it comes back unchanged from `load_checkpoint`.
     """
+    acc = getattr(trainer, "accelerator", None)
+    main = acc is None or acc.is_main_process
     base = Path(root)
     final = round_dir(base, round_idx)
+    writer = _writer_id(acc)
+    tmp = base / f".tmp-{final.name}-{writer}"  # one directory all ranks write their shards into
     extra_text = json.dumps(extra or {}, sort_keys=True)  # fails before anything is written
-    # Several ranks (astor_core.run.ranks): all write into rank 0's temporary directory
-    # (save_state is called on every rank; each writes its RNG state), rank 0 alone writes
-    # the rest, the marker and renames; barriers between the phases.
-    acc = trainer.accelerator
-    main, token = _shared_writer(acc)
-    tmp = base / f".tmp-{final.name}-{token}"
     if main:
         base.mkdir(parents=True, exist_ok=True)
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-    acc.wait_for_everyone()
+    _barrier(acc)
     trainer.save_state(tmp)
-    acc.wait_for_everyone()
-    if not main:
-        acc.wait_for_everyone()  # rank 0 finishes the checkpoint
-        return final
-    (tmp / "extra.json").write_text(extra_text)
-    (tmp / "round.json").write_text(json.dumps({"round": round_idx}))
-    _fsync_tree(tmp)
-    with open(tmp / MARKER, "w") as fh:
-        fh.write(f"{round_idx}\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    _fsync_dir(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    _fsync_dir(base)
-    if keep_last > 0:
-        for old in complete_rounds(base)[:-keep_last]:
-            shutil.rmtree(round_dir(base, old), ignore_errors=True)
-    for stale in base.glob(".tmp-round-*"):
-        if not stale.name.endswith(f"-{token}"):
-            shutil.rmtree(stale, ignore_errors=True)
-    acc.wait_for_everyone()
+    _barrier(acc)
+    if main:
+        (tmp / "extra.json").write_text(extra_text)
+        (tmp / "round.json").write_text(json.dumps({"round": round_idx}))
+        _fsync_tree(tmp)
+        with open(tmp / MARKER, "w") as fh:
+            fh.write(f"{round_idx}\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync_dir(base)
+        if keep_last > 0:
+            for old in complete_rounds(base)[:-keep_last]:
+                shutil.rmtree(round_dir(base, old), ignore_errors=True)
+        for stale in base.glob(".tmp-round-*"):
+            if not stale.name.endswith(f"-{writer}"):
+                shutil.rmtree(stale, ignore_errors=True)
+    _barrier(acc)
     return final
 
 
-def _shared_writer(accelerator: Any) -> tuple[bool, int]:
-    """(this rank writes the checkpoint's files, the temporary directory's suffix): rank 0's
-    pid on every rank, so all ranks save into one directory (a later run removes a dead
-    run's leftovers by their other suffix)."""
-    token = [os.getpid()]
-    if accelerator.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
+def _writer_id(accelerator: Any) -> int:
+    """The main process's pid (the same on every rank): names the temporary directory."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return os.getpid()
+    from accelerate.utils import broadcast_object_list
 
-        broadcast_object_list(token, from_process=0)
-    return bool(accelerator.is_main_process), int(token[0])
+    return int(broadcast_object_list([os.getpid()])[0])
+
+
+def _barrier(accelerator: Any) -> None:
+    """Every rank waits here (nothing to wait for in one process)."""
+    if accelerator is not None and accelerator.num_processes > 1:
+        accelerator.wait_for_everyone()
 
 
 def load_checkpoint(path: str | Path, trainer: Any) -> tuple[int, dict[str, Any]]:
@@ -173,15 +172,30 @@ def save_hook(accelerator: Any, tokenizer: Any) -> Any:
     accelerate's raw weight files."""
 
     def hook(models: list[Any], weights: list[Any], output_dir: str) -> None:
-        if accelerator.is_main_process:
-            for i, m in enumerate(models):
-                target = Path(output_dir) / ("model" if i == 0 else f"model_{i}")
+        for i, m in enumerate(models):
+            # Sharded (FSDP2 / ZeRO-3): accelerate saved the shards itself; model/ gets the
+            # gathered full weights (a collective on every rank) for engines and export.
+            target = Path(output_dir) / ("model" if i == 0 else f"model_{i}")
+            if sharded(accelerator):  # every rank, as transformers asks of distributed saves
+                accelerator.unwrap_model(m).save_pretrained(
+                    target,
+                    state_dict=accelerator.get_state_dict(m),
+                    is_main_process=accelerator.is_main_process,
+                )
+            elif accelerator.is_main_process:
                 accelerator.unwrap_model(m).save_pretrained(target)
-                if i == 0:
-                    tokenizer.save_pretrained(target)
+            if i == 0 and accelerator.is_main_process:
+                tokenizer.save_pretrained(target)
         weights.clear()
 
     return hook
+
+
+def sharded(accelerator: Any) -> bool:
+    """Weights live in shards across ranks (FSDP, DeepSpeed): accelerate saves them."""
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
 def load_hook(accelerator: Any) -> Any:
@@ -190,6 +204,7 @@ def load_hook(accelerator: Any) -> Any:
     missing, anything else missing or unexpected an error."""
 
     def hook(models: list[Any], input_dir: str) -> None:
+        # Sharded runs get no model here: accelerate loads their shards itself.
         from safetensors.torch import load_file
 
         from astor_core.policy.memory import is_peft, load_adapter_state

@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from astor_core.policy.multirank import as_float, local
+
 _KEYS = ("kl_sum", "tokens", "samples", "loss", "clipped")
 """Per-task sums one step accumulates over its micro-batches."""
 
@@ -49,19 +51,24 @@ class StepStats:
         st["clipped"] += float(out.clipped.float().sum())
         self.loss += float(out.loss.detach())
 
-    def reduce(self, accelerator: Any, tasks: Sequence[str], grad_size: int) -> None:
+    def reduce(
+        self, accelerator: Any, tasks: Sequence[str], grad_size: int, grads_summed: bool = False
+    ) -> None:
         """Sum per-task gradients and statistics over ranks.
 
         Every rank walks the same sorted task list (from the whole batch, which every rank
         holds), contributing zeros for tasks it has no sample of, so the collectives pair up
-        task by task whatever each rank's share of the batch contains.
+        task by task whatever each rank's share of the batch contains. `grads_summed`: the
+        gradient vectors already are the ranks' sum (FSDP2 reduced them), only statistics
+        are summed.
         """
         acc = accelerator
         grads: dict[str, torch.Tensor] = {}
         merged: dict[str, dict[str, float]] = {}
         for t in sorted(tasks):
-            g = self.grads.get(t, torch.zeros(grad_size)).to(acc.device)
-            grads[t] = acc.reduce(g, reduction="sum").cpu()
+            if grad_size:  # 0: no gradient vectors measured (DeepSpeed)
+                g = self.grads.get(t, torch.zeros(grad_size)).to(acc.device)
+                grads[t] = (g if grads_summed else acc.reduce(g, reduction="sum")).cpu()
             local = self.tasks.get(t, dict.fromkeys(_KEYS, 0.0))
             vec = torch.tensor([local[k] for k in _KEYS], dtype=torch.float64, device=acc.device)
             merged[t] = dict(zip(_KEYS, acc.reduce(vec, reduction="sum").tolist(), strict=True))
@@ -112,13 +119,16 @@ def all_reduce_grads(model: torch.nn.Module) -> None:
 def subset_grad(params: Sequence[torch.Tensor]) -> torch.Tensor:
     """The gradients of `params` (zeros where there is none yet), flattened into one float32
     vector: differences of it between micro-batches are the per-task gradient vectors.
+    Under FSDP2 each rank's shards only (`multirank.full_vector` assembles them).
 
     >>> p = torch.nn.Parameter(torch.ones(2)); subset_grad([p]).tolist()
     [0.0, 0.0]
     """
     return torch.cat(
         [
-            (p.grad if p.grad is not None else torch.zeros_like(p)).detach().reshape(-1).float()
+            local(p.grad).detach().reshape(-1).float()
+            if p.grad is not None
+            else torch.zeros(local(p.detach()).numel(), device=p.device)
             for p in params
         ]
     )
@@ -132,9 +142,18 @@ def optimiser_step(
     max_grad_norm: float,
 ) -> tuple[float, float]:
     """Clip (if max_grad_norm > 0), step the optimiser and the LR schedule, clear the
-    gradients; (gradient norm, LR used)."""
+    gradients; (gradient norm, LR used). Under DeepSpeed the engine's step clips (at the
+    config's gradient_clipping), steps the optimiser and zeroes; the schedule steps here
+    (accelerate hands DeepSpeed only DeepSpeed's own schedules; for one of those this
+    wrapper's step is a no-op and the engine steps it)."""
+    ds = getattr(accelerator, "deepspeed_engine_wrapped", None)
+    if ds is not None:
+        lr = float(scheduler.get_last_lr()[0])
+        ds.engine.step()
+        scheduler.step()
+        return as_float(ds.get_global_grad_norm()), lr
     grad_norm = (
-        float(accelerator.clip_grad_norm_(model.parameters(), max_grad_norm))
+        as_float(accelerator.clip_grad_norm_(model.parameters(), max_grad_norm))
         if max_grad_norm > 0
         else float("nan")
     )

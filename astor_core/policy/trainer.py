@@ -10,6 +10,7 @@ part follows.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,20 +25,26 @@ from astor_core.policy.batches import (
     Sample,
     batch_tensors,
     completion_logps,
-    micro_batches,
     mini_batches,
     subset_parameter_names,
     with_trainer_old_logprobs,
 )
-from astor_core.policy.checkpoint import load_hook, save_hook
+from astor_core.policy.checkpoint import load_hook, save_hook, sharded
 from astor_core.policy.grpo import GRPOConfig, betas_per_sample, grpo_loss, normaliser_for
 from astor_core.policy.memory import (
     LoRAConfig,
     adapters_disabled,
     apply_memory_levers,
     frozen_reference,
+    is_peft,
     master_dtype,
     save_merged,
+)
+from astor_core.policy.multirank import (
+    full_vector,
+    make_accelerator,
+    rank_micro_batches,
+    sum_fsdp_gradients,
 )
 from astor_core.policy.rollout import (
     Rollout,
@@ -123,7 +130,6 @@ class PolicyTrainer:
         cpu: bool | None = None,
         rollout: RolloutConfig | None = None,
     ) -> None:
-        from accelerate import Accelerator
         from transformers import get_scheduler
 
         if cfg.deterministic:
@@ -133,9 +139,11 @@ class PolicyTrainer:
         model = apply_memory_levers(
             model, cfg.lora, cfg.gradient_checkpointing, cfg.mixed_precision
         )
-        self.accelerator = Accelerator(
-            mixed_precision=cfg.mixed_precision,
-            cpu=cpu if cpu is not None else not torch.cuda.is_available(),
+        self.accelerator = make_accelerator(
+            cfg.mixed_precision,
+            cpu if cpu is not None else not torch.cuda.is_available(),
+            cfg.micro_batch_size,
+            cfg.max_grad_norm,
         )
         ref = frozen_reference(model, ref_model, cfg.lora.enabled)
         optimizer = torch.optim.AdamW(
@@ -154,6 +162,8 @@ class PolicyTrainer:
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(
             model, optimizer, scheduler
         )
+        if self.accelerator.is_fsdp2:
+            sum_fsdp_gradients(self.model)
         self.ref_model = None if ref is None else ref.to(self.accelerator.device)
         self.model.train()
         unwrapped = self.unwrapped_model
@@ -224,7 +234,7 @@ class PolicyTrainer:
         """Advantages from the rewards (per prompt group), then one step; plain-dict result.
 
         Keys: advantages (per rollout), kl (task -> measured KL), task_gradients (task -> 1-D
-        tensor), per_task, metrics.
+        tensor; None under DeepSpeed, which does not expose them), per_task, metrics.
         """
         if not (len(rollouts) == len(rewards) == len(tasks)):
             raise ValueError(
@@ -252,7 +262,7 @@ class PolicyTrainer:
         return {
             "advantages": adv.tolist(),
             "kl": {t: v["kl"] for t, v in result.per_task.items()},
-            "task_gradients": result.task_grads,
+            "task_gradients": result.task_grads or None,  # None: not measured (DeepSpeed)
             "per_task": result.per_task,
             "metrics": result.metrics,
         }
@@ -271,12 +281,37 @@ class PolicyTrainer:
         return None if found is None else found[1]
 
     def export(self, directory: str | Path) -> Path:
-        """The current policy (model + tokenizer, LoRA adapters merged) as a save_pretrained directory."""
+        """The current policy (model + tokenizer, LoRA adapters merged) as a save_pretrained
+        directory, written by the main process. Sharded (FSDP, DeepSpeed) it is a collective
+        that every rank must call: the full weights are gathered first."""
+        acc = self.accelerator
         out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        save_merged(self.unwrapped_model, out)
-        self.tokenizer.save_pretrained(out)
+        full = None
+        if sharded(acc):
+            if is_peft(self.unwrapped_model):
+                raise ValueError(
+                    "export: merging the LoRA adapters of a sharded model is not supported"
+                )
+            full = acc.get_state_dict(self.model)
+        if full is not None:  # on every rank, as transformers asks of distributed saves
+            self.unwrapped_model.save_pretrained(
+                out, state_dict=full, is_main_process=acc.is_main_process
+            )
+        elif acc.is_main_process:
+            out.mkdir(parents=True, exist_ok=True)
+            save_merged(self.unwrapped_model, out)
+        if acc.is_main_process:
+            self.tokenizer.save_pretrained(out)
+        if full is not None:
+            acc.wait_for_everyone()
         return out
+
+    @property
+    def _deepspeed(self) -> bool:
+        """The model is a DeepSpeed engine (ZeRO through accelerate)."""
+        from accelerate.utils import DistributedType
+
+        return self.accelerator.distributed_type == DistributedType.DEEPSPEED
 
     @property
     def unwrapped_model(self) -> torch.nn.Module:
@@ -343,17 +378,31 @@ class PolicyTrainer:
         stats = StepStats()
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        prev = subset_grad(self._subset)
-        local = list(samples)[acc.process_index :: acc.num_processes]
-        for task, rows in micro_batches(local, self.cfg.micro_batch_size):
-            batch = self._batch_tensors(rows, use_old_logprobs)
-            out = self._loss(rows, batch, betas, norm)
-            self._task_gradient(stats, task, prev)
-            prev = self._kl_backward(out)
-            stats.add(task, len(rows), out, batch["completion_mask"])
+        prev = self._subset_grad()
+        for mb in rank_micro_batches(
+            samples, self.cfg.micro_batch_size, acc.process_index, acc.num_processes
+        ):
+            batch = self._batch_tensors(mb.rows, use_old_logprobs)
+            weight = 1.0 if mb.live else 0.0
+            out = self._loss(mb.rows, batch, betas, norm, weight)
+            self._task_gradient(stats, mb.task, prev)
+            prev = self._kl_backward(out, weight)
+            if mb.live:
+                stats.add(mb.task, len(mb.rows), out, batch["completion_mask"])
+        deepspeed = self._deepspeed
+        if deepspeed:  # no per-task gradient vectors (see _subset_grad)
+            stats.grads = {}
         if acc.num_processes > 1:
-            all_reduce_grads(self.model)
-            stats.reduce(acc, {s.task for s in samples}, sum(p.numel() for p in self._subset))
+            if acc.is_fsdp2:  # reduce-scattered after every backward: sums of shards
+                stats.grads = {t: full_vector(self._subset, g) for t, g in stats.grads.items()}
+            elif not deepspeed:  # DeepSpeed reduces in its backward / step
+                all_reduce_grads(self.model)
+            stats.reduce(
+                acc,
+                {s.task for s in samples},
+                0 if deepspeed else sum(p.numel() for p in self._subset),
+                grads_summed=acc.is_fsdp2,
+            )
         grad_norm, lr = optimiser_step(
             acc, self.model, self.optimizer, self.scheduler, self.cfg.max_grad_norm
         )
@@ -369,19 +418,29 @@ class PolicyTrainer:
         n_c = batch["completion_mask"].size(1)
         return self.reference_logps(batch["input_ids"], batch["attention_mask"], n_c)
 
+    def _sync_context(self) -> Any:
+        """Gradient reduction during the micro-batches: DDP accumulates locally (no_sync) and
+        the step all-reduces once; FSDP2 reduce-scatters after every backward, as its
+        `no_sync` (set_requires_gradient_sync(False)) would keep the accumulated gradient out
+        of `p.grad` until a synced backward and so hide the per-task gradients."""
+        if self.accelerator.is_fsdp2:
+            return contextlib.nullcontext()
+        return self.accelerator.no_sync(self.model)
+
     def _loss(
         self,
         rows: Sequence[Sample],
         batch: Mapping[str, torch.Tensor],
         betas: Mapping[str, float],
         norm: Any,
+        weight: float = 1.0,
     ) -> Any:
         """Forward, reference forward, the GRPO loss with each sample's task beta, and the
-        backward of its policy-gradient part (gradients accumulate locally; ranks are reduced
-        once per step); the KL part follows in :meth:`_kl_backward`, after the task's
-        gradient has been read, so the synergy sees the surrogate's gradient alone."""
+        backward of its policy-gradient part times `weight` (0: a placeholder micro-batch);
+        the KL part follows in :meth:`_kl_backward`, after the task's gradient has been read,
+        so the synergy sees the surrogate's gradient alone."""
         acc = self.accelerator
-        with acc.no_sync(self.model), acc.autocast():
+        with self._sync_context(), acc.autocast():
             out = grpo_loss(
                 self._forward(batch),
                 torch.tensor([r.advantage for r in rows], device=acc.device),
@@ -393,21 +452,44 @@ class PolicyTrainer:
                 normaliser=norm,
                 tis_weight=batch.get("tis_weight"),
             )
-            acc.backward(out.pg_loss, retain_graph=out.kl_loss.requires_grad)
+            if self._deepspeed:  # one backward: no per-task vector is read in between, and
+                # ZeRO-3 frees the gathered weights a retained graph would need again
+                self._backward((out.pg_loss + out.kl_loss) * weight)
+            else:
+                self._backward(out.pg_loss * weight, retain_graph=out.kl_loss.requires_grad)
         return out
 
-    def _kl_backward(self, out: Any) -> torch.Tensor:
-        """Backward of the micro-batch's KL part; the subset gradient after it (the baseline
-        of the next micro-batch's task gradient)."""
-        if out.kl_loss.requires_grad:
-            with self.accelerator.no_sync(self.model):
-                self.accelerator.backward(out.kl_loss)
+    def _kl_backward(self, out: Any, weight: float = 1.0) -> torch.Tensor:
+        """Backward of the micro-batch's KL part (times `weight`); the subset gradient after
+        it (the baseline of the next micro-batch's task gradient)."""
+        if out.kl_loss.requires_grad and not self._deepspeed:
+            with self._sync_context():
+                self._backward(out.kl_loss * weight)
+        return self._subset_grad()
+
+    def _backward(self, loss: torch.Tensor, retain_graph: bool = False) -> None:
+        """accelerate's backward; under DeepSpeed the engine's own, which only accumulates
+        (the config's managed_gradient_accumulation is off: the step is the boundary) and
+        averages over ranks, hence the loss times the world size (each rank's loss already
+        carries the whole batch's normaliser)."""
+        acc = self.accelerator
+        if self._deepspeed:
+            self.model.backward(loss * acc.num_processes, retain_graph=retain_graph)
+        else:
+            acc.backward(loss, retain_graph=retain_graph)
+
+    def _subset_grad(self) -> torch.Tensor:
+        """The flattened gradient of the per-task subset so far (this rank's shards under
+        FSDP2); an empty vector under DeepSpeed, whose ZeRO optimiser keeps gradients in its
+        own partitions, readable only at the step (`safe_get_full_grad` refuses before)."""
+        if self._deepspeed:
+            return torch.zeros(0)
         return subset_grad(self._subset)
 
     def _task_gradient(self, stats: StepStats, task: str, prev: torch.Tensor) -> torch.Tensor:
         """Credit the micro-batch's change of the subset gradient (its policy-gradient part)
         to its task."""
-        now = subset_grad(self._subset)
+        now = self._subset_grad()
         stats.add_gradient(task, now - prev)
         return now
 
