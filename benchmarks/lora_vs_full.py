@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/policy_grpo_curves.py --lr 3e-4 --out runs/grpo_full.json ...
     .venv/bin/python benchmarks/policy_grpo_curves.py --lr 3e-3 --lora-r 8 \\
         --out runs/grpo_lora.json --sft-eval-from runs/grpo_full.json ...
-    .venv/bin/python benchmarks/lora_vs_full.py runs/grpo_full.json runs/grpo_lora.json
+    .venv/bin/python benchmarks/lora_vs_full.py --full runs/grpo_full.json --lora runs/grpo_lora.json
 
-Reads the numbers of two benchmarks/policy_grpo_curves.py runs (one per arm), refuses a pair
+Reads the numbers of benchmarks/policy_grpo_curves.py runs (one or more files per arm, e.g.
+one per seed, merged after checking that they differ only in their seeds), refuses a pair
 that differs in anything but the learning rate and the LoRA settings (same SFT model, pools,
 seeds, rounds, rollouts and evaluation), and prints, per evaluation (greedy; sampled mean@k),
 the held-out mean reward per task and averaged over the tasks for the SFT model and each
@@ -42,6 +43,31 @@ def task_average(table: dict[str, dict], tasks: list[str]) -> float:
     return mean([table[t]["mean_reward"] for t in tasks])
 
 
+def merge_seeds(runs: list[dict]) -> dict:
+    """One arm's runs (e.g. one file per seed) as one: same settings but the seeds, seeds unioned.
+
+    >>> a = {"args": {"lr": 1, "seeds": [0]}, "sft": {}, "seeds": {"0": 1}}
+    >>> b = {"args": {"lr": 1, "seeds": [1]}, "sft": {}, "seeds": {"1": 2}}
+    >>> m = merge_seeds([a, b]); m["args"]["seeds"], m["seeds"]
+    ([0, 1], {'0': 1, '1': 2})
+    """
+    merged = {"args": dict(runs[0]["args"]), "sft": runs[0]["sft"], "seeds": {}}
+    for run in runs:
+        other = {k: v for k, v in run["args"].items() if k not in ARM_ARGS | {"seeds"}}
+        mine = {k: v for k, v in merged["args"].items() if k not in ARM_ARGS | {"seeds"}}
+        if (
+            other != mine
+            or run["args"]["lr"] != merged["args"]["lr"]
+            or run["sft"] != merged["sft"]
+        ):
+            raise SystemExit("one arm's files differ in more than their seeds")
+        if set(run["seeds"]) & set(merged["seeds"]):
+            raise SystemExit(f"seed {sorted(set(run['seeds']) & set(merged['seeds']))} twice")
+        merged["seeds"].update(run["seeds"])
+    merged["args"]["seeds"] = sorted(int(s) for s in merged["seeds"])
+    return merged
+
+
 def check_pair(full: dict, lora: dict) -> None:
     """Refuse two runs that differ in anything but the arm's own settings."""
     for key in sorted(set(full["args"]) | set(lora["args"])):
@@ -56,7 +82,21 @@ def check_pair(full: dict, lora: dict) -> None:
         raise SystemExit("the arms' SFT evaluations differ: not the same model or items")
 
 
-def table_rows(full: dict, lora: dict, tasks: list[str]) -> list[str]:
+def at_round(run: dict, rnd: int | None) -> dict:
+    """The curve point of round `rnd` (None: the last one).
+
+    >>> at_round({"curve": [{"round": 0}, {"round": 5}, {"round": 10}]}, 5)
+    {'round': 5}
+    """
+    if rnd is None:
+        return run["curve"][-1]
+    points = [p for p in run["curve"] if p["round"] == rnd]
+    if not points:
+        raise SystemExit(f"no held-out evaluation at round {rnd}")
+    return points[0]
+
+
+def table_rows(full: dict, lora: dict, tasks: list[str], rnd: int | None = None) -> list[str]:
     """Markdown rows: eval kind, run, per-task reward, task average, average - SFT."""
     head = "| eval | run | " + " | ".join(tasks) + " | average | average - SFT |"
     rows = [head, "|" + "---|" * (len(tasks) + 4)]
@@ -66,13 +106,14 @@ def table_rows(full: dict, lora: dict, tasks: list[str]) -> list[str]:
         cells = " | ".join(f"{sft[t]['mean_reward']:.3f}" for t in tasks)
         rows.append(f"| {kind} | SFT | {cells} | {base:.3f} | |")
         for name, res in (("full", full), (f"LoRA r {lora['args']['lora_r']}", lora)):
-            finals = [run["curve"][-1]["eval"][kind] for run in res["seeds"].values()]
-            for (seed, run), final in zip(res["seeds"].items(), finals, strict=True):
+            points = [at_round(run, rnd) for run in res["seeds"].values()]
+            finals = [p["eval"][kind] for p in points]
+            for seed, point, final in zip(res["seeds"], points, finals, strict=True):
                 avg = task_average(final, tasks)
                 cells = " | ".join(f"{final[t]['mean_reward']:.3f}" for t in tasks)
                 rows.append(
                     f"| {kind} | {name} (lr {res['args']['lr']:g}), seed {seed}, "
-                    f"round {run['curve'][-1]['round']} | {cells} | {avg:.3f} | {avg - base:+.3f} |"
+                    f"round {point['round']} | {cells} | {avg:.3f} | {avg - base:+.3f} |"
                 )
             per_task = [mean([f[t]["mean_reward"] for f in finals]) for t in tasks]
             avg = mean(per_task)
@@ -118,19 +159,26 @@ def _plot(full: dict, lora: dict, tasks: list[str], path: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("full", help="numbers of the full fine-tuning run (policy_grpo_curves.py)")
-    ap.add_argument("lora", help="numbers of the LoRA run (policy_grpo_curves.py --lora-r R)")
+    ap.add_argument(
+        "--full", nargs="+", required=True, help="full fine-tuning numbers (policy_grpo_curves.py)"
+    )
+    ap.add_argument(
+        "--lora", nargs="+", required=True, help="LoRA numbers (policy_grpo_curves.py --lora-r R)"
+    )
+    ap.add_argument(
+        "--round", type=int, default=None, help="compare at this round (default: each run's last)"
+    )
     ap.add_argument("--plot", default="docs/img/lora_vs_full.png")
     ap.add_argument("--table", default="runs/lora_vs_full.md")
     args = ap.parse_args()
 
     from astor_core import TASKS
 
-    full = json.loads(Path(args.full).read_text())
-    lora = json.loads(Path(args.lora).read_text())
+    full = merge_seeds([json.loads(Path(f).read_text()) for f in args.full])
+    lora = merge_seeds([json.loads(Path(f).read_text()) for f in args.lora])
     check_pair(full, lora)
     tasks = list(TASKS)
-    rows = table_rows(full, lora, tasks)
+    rows = table_rows(full, lora, tasks, args.round)
     for name, res in (("full", full), ("LoRA", lora)):
         for seed, run in res["seeds"].items():
             tr = run["train_reward"]

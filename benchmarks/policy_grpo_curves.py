@@ -185,6 +185,10 @@ def main() -> None:
             train_by_task.append({t: sum(v) / len(v) for t, v in per_task.items()})
             if (rnd + 1) % args.eval_every == 0 or rnd + 1 == args.rounds:
                 curve.append({"round": rnd + 1, "eval": held_out_tables(trainer.unwrapped_model)})
+                # the numbers so far, so that a run stopped early still leaves its curve
+                results["seeds"][str(seed)] = {"curve": curve, "train_reward": train_reward}
+                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.out).write_text(json.dumps(results, indent=2))
             by_task = " ".join(f"{t[:6]} {v:.3f}" for t, v in sorted(train_by_task[-1].items()))
             print(
                 f"seed {seed} round {rnd + 1}: train reward {train_reward[-1]:.3f} ({by_task}) "
