@@ -61,6 +61,13 @@ def main() -> None:
         help="held-out items per task, the first N by prompt_id (the training flow evaluates "
         "128); 0 = the whole held-out split (148-196 items per task on the default pools)",
     )
+    ap.add_argument(
+        "--eval-split",
+        default="eval",
+        choices=["eval", "validation", "test"],
+        help="held-out items: the whole eval pool, or one of its halves "
+        "(astor_core.evaluation.select_split: choose settings on validation, report test)",
+    )
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument(
         "--eval-samples",
@@ -85,6 +92,7 @@ def main() -> None:
     from accelerate.utils import set_seed
 
     from astor_core import TASKS
+    from astor_core.evaluation import select_split
     from astor_core.method.scheduler import SchedulerConfig, make_scheduler
     from astor_core.method.utility import PromptFeedback, RoundFeedback
     from astor_core.policy.grpo import GRPOConfig
@@ -97,7 +105,10 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     train = pd.read_parquet(Path(args.pools) / "train.parquet").to_dict(orient="records")
-    eval_records = pd.read_parquet(Path(args.pools) / "eval.parquet").to_dict(orient="records")
+    eval_records = select_split(
+        pd.read_parquet(Path(args.pools) / "eval.parquet").to_dict(orient="records"),
+        args.eval_split,
+    )
     by_id = {(r["task"], str(r["prompt_id"])): r for r in train}
     pools = {t: [pid for (task, pid) in by_id if task == t] for t in TASKS}
     sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
@@ -224,16 +235,26 @@ def main() -> None:
     print(json.dumps({"3_of_4_every_seed": ok, "plot": args.plot, "numbers": args.out}))
 
 
-_EVAL_ARGS = ("sft", "pools", "eval_per_task", "eval_samples", "max_new_tokens", "temperature")
+_EVAL_ARGS = (
+    "sft",
+    "pools",
+    "eval_split",
+    "eval_per_task",
+    "eval_samples",
+    "max_new_tokens",
+    "temperature",
+)
+_EVAL_ARG_DEFAULTS = {"eval_split": "eval"}  # files written before the option: the whole pool
 
 
 def _reused_sft_eval(args: argparse.Namespace) -> dict:
     """The SFT tables of an earlier run whose evaluation settings equal this run's."""
     earlier = json.loads(Path(args.sft_eval_from).read_text())
     for key in _EVAL_ARGS:
-        if earlier["args"][key] != getattr(args, key):
+        theirs = earlier["args"].get(key, _EVAL_ARG_DEFAULTS.get(key))
+        if theirs != getattr(args, key):
             raise SystemExit(
-                f"--sft-eval-from {args.sft_eval_from}: {key} is {earlier['args'][key]!r} there, "
+                f"--sft-eval-from {args.sft_eval_from}: {key} is {theirs!r} there, "
                 f"{getattr(args, key)!r} here; the SFT evaluation cannot be reused"
             )
     return earlier["sft"]
