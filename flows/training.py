@@ -221,11 +221,11 @@ def train_flow(
             checkpoint(ctx, stats)
             tracker.log_round(stats.round, tracking.round_metrics(stats))
             logger.info("round %d done: %s", stats.round, report.summary_line(stats))
+        result = _finish(ctx, tracker, cfg, pools.digest)  # sharded, the export meets them
         ranks.release(ctx.policy)  # the other ranks of an `accelerate launch` stop here
     except BaseException:
         tracker.terminate("FAILED")
         raise
-    result = _finish(ctx, tracker, cfg, pools.digest)
     tracker.terminate("FINISHED")
     return result
 
