@@ -2,7 +2,8 @@
 
 Thin on purpose: each task calls one function of :mod:`astor_core.run` and logs. Under
 `accelerate launch` this flow runs on rank 0 only; the other ranks follow it
-(:mod:`astor_core.run.ranks`): the rollout and train-round stages meet them. The flow
+(:mod:`astor_core.run.ranks`): the rollout, train-round and checkpoint stages meet them,
+and with sharded weights the evaluation and the export too. The flow
 reads the pools once, validates them (cached by their content hash), then for every round:
 schedule, rollout, sandboxed reward (fanned out through a task runner), training round, the
 scheduler and KL-controller update, evaluation every N rounds, checkpoint; at the end the
