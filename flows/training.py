@@ -2,7 +2,8 @@
 
 Thin on purpose: each task calls one function of :mod:`astor_core.run` and logs. Under
 `accelerate launch` this flow runs on rank 0 only; the other ranks follow it
-(:mod:`astor_core.run.ranks`): the rollout and train-round stages meet them. The flow
+(:mod:`astor_core.run.ranks`): the rollout, train-round and checkpoint stages meet them,
+and with sharded weights the evaluation and the export too. The flow
 reads the pools once, validates them (cached by their content hash), then for every round:
 schedule, rollout, sandboxed reward (fanned out through a task runner), training round, the
 scheduler and KL-controller update, evaluation every N rounds, checkpoint; at the end the
@@ -221,11 +222,11 @@ def train_flow(
             checkpoint(ctx, stats)
             tracker.log_round(stats.round, tracking.round_metrics(stats))
             logger.info("round %d done: %s", stats.round, report.summary_line(stats))
+        result = _finish(ctx, tracker, cfg, pools.digest)  # sharded, the export meets them
         ranks.release(ctx.policy)  # the other ranks of an `accelerate launch` stop here
     except BaseException:
         tracker.terminate("FAILED")
         raise
-    result = _finish(ctx, tracker, cfg, pools.digest)
     tracker.terminate("FINISHED")
     return result
 

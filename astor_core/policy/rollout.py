@@ -143,12 +143,24 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
 
 
 class TransformersEngine:
-    """Batched `model.generate` with left padding (CPU or GPU), in the trainer's process."""
+    """Batched `model.generate` with left padding (CPU or GPU), in the trainer's process.
 
-    def __init__(self, model: Any, tokenizer: Any, cfg: RolloutConfig = RolloutConfig()) -> None:
+    `synced_ranks`: the weights are sharded across ranks (FSDP2, ZeRO-3), so every forward
+    is a collective: generate runs with HF's `synced_gpus` (a rank that is done keeps
+    forwarding until every rank is), and every rank makes the same number of generate calls
+    (a rank with fewer batches runs dummy ones whose output is dropped)."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        cfg: RolloutConfig = RolloutConfig(),
+        synced_ranks: bool = False,
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.cfg = cfg
+        self.synced_ranks = synced_ranks
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -160,6 +172,23 @@ class TransformersEngine:
     def _encode(self, prompts: Sequence[str]) -> list[list[int]]:
         enc = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
         return [ids[-self.cfg.max_prompt_tokens :] for ids in enc]
+
+    def _missing_calls(self, jobs: int) -> int:
+        """Generate calls this rank must add so every rank makes as many as the busiest one
+        (0 unless synced_ranks; a collective then)."""
+        calls = -(-jobs // self.cfg.batch_size)
+        if not self.synced_ranks:
+            return 0
+        import torch.distributed as dist
+
+        most = torch.tensor([calls], dtype=torch.int64)
+        dist.all_reduce(most, op=dist.ReduceOp.MAX)
+        return int(most.item()) - calls
+
+    def _dummy_prompt(self) -> list[int]:
+        """A one-token prompt for a generate call whose output is dropped."""
+        tid = self.tokenizer.eos_token_id
+        return [int(tid if tid is not None else self.tokenizer.pad_token_id)]
 
     @torch.no_grad()
     def _generate_batch(
@@ -179,6 +208,8 @@ class TransformersEngine:
             "pad_token_id": pad,
             "return_dict_in_generate": True,
             "output_logits": True,
+            # transformers detects FSDP2 by a flag its own sharding sets, not accelerate's
+            "synced_gpus": self.synced_ranks,
         }
         if not greedy:
             gen_kwargs.update(
@@ -206,14 +237,17 @@ class TransformersEngine:
             raise ValueError(f"n must be >= 1, got {n}")
         if params.seed is not None:
             torch.manual_seed(params.seed)
-        encoded = self._encode(prompts)
+        encoded = self._encode(prompts) if prompts else []  # a rank's share may be empty
         jobs = [(i, j) for i in range(len(prompts)) for j in range(n)]
         order = sorted(range(len(jobs)), key=lambda k: len(encoded[jobs[k][0]]))
         raw: dict[int, tuple[list[int], list[float]]] = {}
+        missing = self._missing_calls(len(order))  # agreed before any rank generates
         for start in range(0, len(order), self.cfg.batch_size):
             chunk = order[start : start + self.cfg.batch_size]
             results = self._generate_batch([encoded[jobs[k][0]] for k in chunk], params)
             raw.update(zip(chunk, results, strict=True))
+        for _ in range(missing):
+            self._generate_batch([self._dummy_prompt()], params)  # keeps the ranks paired
         eos = _eos_ids(self.model, self.tokenizer)
         rollouts = []
         for k, (i, _) in enumerate(jobs):
@@ -335,10 +369,13 @@ def check_training_sync(cfg: RolloutConfig) -> None:
         )
 
 
-def make_engine(cfg: RolloutConfig, model: Any, tokenizer: Any) -> RolloutEngine:
-    """The engine cfg.engine names, sampling from `model`."""
+def make_engine(
+    cfg: RolloutConfig, model: Any, tokenizer: Any, synced_ranks: bool = False
+) -> RolloutEngine:
+    """The engine cfg.engine names, sampling from `model` (`synced_ranks`: its weights are
+    sharded across ranks, see TransformersEngine)."""
     if cfg.engine == "transformers":
-        return TransformersEngine(model, tokenizer, cfg)
+        return TransformersEngine(model, tokenizer, cfg, synced_ranks)
     if cfg.engine == "vllm":
         engine = VLLMEngine(tokenizer, cfg)
         engine.sync_weights(model)

@@ -205,7 +205,9 @@ class PolicyTrainer:
     def engine(self) -> RolloutEngine:
         """The rollout engine (created on first use; weights synced before each sample call)."""
         if self._engine is None:
-            self._engine = make_engine(self.rollout_cfg, self.unwrapped_model, self.tokenizer)
+            self._engine = make_engine(
+                self.rollout_cfg, self.unwrapped_model, self.tokenizer, self.spread
+            )
         return self._engine
 
     def sample(self, prompts: list[str], n: int, seed: int | None = None) -> list[Rollout]:
@@ -305,6 +307,12 @@ class PolicyTrainer:
         if full is not None:
             acc.wait_for_everyone()
         return out
+
+    @property
+    def spread(self) -> bool:
+        """The weights are sharded over more than one rank (FSDP, DeepSpeed): every forward,
+        generation included, and the export are collectives all ranks must join."""
+        return sharded(self.accelerator) and self.accelerator.num_processes > 1
 
     @property
     def _deepspeed(self) -> bool:

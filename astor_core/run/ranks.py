@@ -13,12 +13,21 @@ Per round, every rank meets the others in this order (the collectives must match
 3. :func:`update`: the leader's :class:`UpdateOrder` (rewards, betas) is broadcast and every
    rank calls ``PolicyTrainer.update`` on the same global batch; its step slices the batch
    per rank and all-reduces the gradients;
-4. the checkpoint: ``save_checkpoint`` on every rank (accelerate's ``save_state`` writes each
-   rank's RNG state; the leader writes the rest and the COMPLETE marker).
+4. the checkpoint, after the leader's evaluation if one is due: the leader's
+   :class:`CheckpointOrder`, then ``save_checkpoint`` on every rank (accelerate's
+   ``save_state`` writes each rank's RNG state; the leader writes the rest and the COMPLETE
+   marker).
 
-Evaluation and the final export run on the leader alone: under DDP every rank holds the
-whole model, so generation is local to a rank. One process is the same code with every
-collective a no-op (world size 1): the single-process run is unchanged.
+Under DDP every rank holds the whole model, so evaluation and the final export run on the
+leader alone. With sharded weights (FSDP2, DeepSpeed; ``PolicyTrainer.spread``) every
+forward is a collective: the rollout engine generates in lockstep (HF's ``synced_gpus``,
+equal generate calls per rank), and evaluation and export become rank-wide too: the leader
+sends a :class:`GreedyOrder` (every rank generates its share of the held-out prompts,
+gathered; the leader scores and logs) or an :class:`ExportOrder` (every rank joins the
+gather, the leader writes), and the followers obey it in :func:`follow` between rounds.
+
+One process is the same code with every collective a no-op (world size 1): the
+single-process run is unchanged.
 """
 
 from __future__ import annotations
@@ -91,6 +100,34 @@ class UpdateOrder:
     """Per-task KL coefficients of this round (the leader's calibrator)."""
 
 
+@dataclass(frozen=True)
+class GreedyOrder:
+    """The leader's evaluation call under sharding: every rank generates its share."""
+
+    prompts: list[str]
+    """The held-out prompts of one greedy call, in order."""
+
+
+@dataclass(frozen=True)
+class ExportOrder:
+    """The leader's final export under sharding: every rank joins the gather."""
+
+    directory: str
+    """Where the leader writes the policy."""
+
+
+@dataclass(frozen=True)
+class CheckpointOrder:
+    """The leader's round checkpoint: every rank saves its part (after any evaluation)."""
+
+    round_idx: int
+    """The round just completed."""
+
+
+Order = RoundOrder | GreedyOrder | ExportOrder | CheckpointOrder
+"""Anything the leader broadcasts to the followers' loop (None ends it)."""
+
+
 def world(policy: Any) -> tuple[int, int]:
     """(rank, world size) of a PolicyTrainer's accelerator."""
     acc = policy.accelerator
@@ -106,8 +143,8 @@ def _broadcast(policy: Any, obj: Any) -> Any:
     return broadcast_object_list([obj], from_process=0)[0]
 
 
-def share_order(policy: Any, order: RoundOrder | None) -> RoundOrder | None:
-    """Step 1: the leader's round order on every rank (None: the run is over)."""
+def share_order(policy: Any, order: Order | None) -> Order | None:
+    """The leader's order on every rank (None: the run is over); step 1 of a round."""
     return _broadcast(policy, order)
 
 
@@ -133,7 +170,7 @@ def sample_shard(policy: Any, order: RoundOrder) -> list[Any]:
     rank, size = world(policy)
     start, stop = shard_bounds(len(order.prompts), rank, size)
     local: list[Any] = []
-    if stop > start:
+    if stop > start or getattr(policy, "spread", False):  # sharded: an empty share generates too
         seed = order.seed + rank * RANK_SEED_STRIDE
         local = [
             dataclasses.replace(r, prompt_index=r.prompt_index + start)
@@ -164,17 +201,51 @@ def update(policy: Any, batch: RolloutBatch, order: UpdateOrder | None) -> dict[
     )
 
 
+def _greedy_share(policy: Any, order: GreedyOrder) -> list[str]:
+    """This rank's share of a greedy call, then every rank's completions in prompt order."""
+    from accelerate.utils import gather_object
+
+    start, stop = shard_bounds(len(order.prompts), *world(policy))
+    return list(gather_object(policy.greedy(order.prompts[start:stop])))
+
+
+def greedy(policy: Any, prompts: list[str]) -> list[str]:
+    """One greedy completion per prompt (held-out evaluation). Sharded, on the leader: a
+    :class:`GreedyOrder` to the followers and a share per rank; otherwise the leader's own."""
+    if not getattr(policy, "spread", False):
+        return policy.greedy(prompts)
+    order = share_order(policy, GreedyOrder(list(prompts)))
+    assert isinstance(order, GreedyOrder)
+    return _greedy_share(policy, order)
+
+
+def export(policy: Any, directory: str | os.PathLike[str]) -> Any:
+    """The final policy written to `directory` (PolicyTrainer.export). Sharded, on the
+    leader: an :class:`ExportOrder` first, so the followers join the gather."""
+    if getattr(policy, "spread", False):
+        share_order(policy, ExportOrder(str(directory)))
+    return policy.export(directory)
+
+
+def checkpoint(policy: Any, root: Any, round_idx: int, extra: dict[str, Any]) -> Any:
+    """Step 4 on the leader: a :class:`CheckpointOrder` to the followers (several ranks),
+    then PolicyTrainer.save_checkpoint; its path."""
+    if world(policy)[1] > 1:
+        share_order(policy, CheckpointOrder(int(round_idx)))
+    return policy.save_checkpoint(root, round_idx, extra)
+
+
 def release(policy: Any) -> None:
     """The leader's last order: None, the followers' loops end."""
     share_order(policy, None)
 
 
-def follower_round(policy: Any, order: RoundOrder, checkpoint_root: Any) -> int:
-    """A follower's round: its rollout shard, the update, the checkpoint (the same calls the
-    leader's stages make, in the same order); the rollouts this rank sampled."""
+def follower_round(policy: Any, order: RoundOrder) -> int:
+    """A follower's round up to the update: its rollout shard and the update (the same calls
+    the leader's stages make, in the same order); the rollouts this rank sampled. The
+    checkpoint follows the leader's :class:`CheckpointOrder`."""
     batch = order.batch(sample_shard(policy, order))
     update(policy, batch, None)
-    policy.save_checkpoint(checkpoint_root, order.round_idx, {})
     start, stop = shard_bounds(len(order.prompts), *world(policy))
     return (stop - start) * order.group_size
 
@@ -190,17 +261,23 @@ class FollowerReport:
     sampled: int
     """Rollouts it generated itself (its shards), over all rounds."""
     weights: str
-    """:func:`weights_digest` of its policy at the end (equal to the leader's under DDP)."""
+    """:func:`weights_digest` of its policy at the end (equal to the leader's under DDP;
+    of its own shards under FSDP)."""
+    evaluated: int = 0
+    """Held-out prompts it generated for the leader's evaluations (sharded weights only)."""
+    exports: int = 0
+    """Exports it joined (sharded weights only)."""
 
     def line(self) -> str:
         """One line for the log.
 
-        >>> FollowerReport(1, 2, 16, "ab12").line()
-        'rank 1: followed 2 rounds, sampled 16 rollouts, weights ab12'
+        >>> FollowerReport(1, 2, 16, "ab12", 3, 1).line()
+        'rank 1: followed 2 rounds, sampled 16 rollouts, evaluated 3 prompts, joined 1 exports, weights ab12'
         """
         return (
             f"rank {self.rank}: followed {self.rounds} rounds, sampled {self.sampled} "
-            f"rollouts, weights {self.weights}"
+            f"rollouts, evaluated {self.evaluated} prompts, joined {self.exports} exports, "
+            f"weights {self.weights}"
         )
 
 
@@ -219,9 +296,11 @@ def weights_digest(model: Any) -> str:
 
     import torch
 
+    from astor_core.policy.multirank import local
+
     h = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().to("cpu").contiguous()
+        t = local(tensor.detach()).to("cpu").contiguous()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
@@ -237,12 +316,23 @@ def follow(cfg: AstorConfig) -> FollowerReport:
     root = checkpoint_root(cfg.train.run_dir)
     policy.resume(root)
     rank = world(policy)[0]
-    rounds = sampled = 0
+    rounds = sampled = evaluated = exports = 0
     while (order := share_order(policy, None)) is not None:
-        sampled += follower_round(policy, order, root)
-        rounds += 1
-        log.info("rank %d: round %d done", rank, order.round_idx)
-    return FollowerReport(rank, rounds, sampled, weights_digest(policy.unwrapped_model))
+        if isinstance(order, GreedyOrder):
+            _greedy_share(policy, order)
+            start, stop = shard_bounds(len(order.prompts), *world(policy))
+            evaluated += stop - start
+        elif isinstance(order, ExportOrder):
+            policy.export(order.directory)
+            exports += 1
+        elif isinstance(order, CheckpointOrder):
+            policy.save_checkpoint(root, order.round_idx, {})
+            rounds += 1
+            log.info("rank %d: round %d done", rank, order.round_idx)
+        else:
+            sampled += follower_round(policy, order)
+    digest = weights_digest(policy.unwrapped_model)
+    return FollowerReport(rank, rounds, sampled, digest, evaluated, exports)
 
 
 def leader_order(

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from astor_core.run import store
+from astor_core.run import ranks, store
 from astor_core.run.context import RunContext
 from astor_core.run.records import PLOT_SERIES, RoundStats
 from astor_core.run.stages import evaluate
@@ -70,8 +70,9 @@ def summary_markdown(
 
 
 def final_policy_dir(ctx: RunContext) -> Path:
-    """The final policy (model + tokenizer) saved under run_dir/policy."""
-    return Path(ctx.policy.export(Path(ctx.run_dir) / "policy"))
+    """The final policy (model + tokenizer) saved under run_dir/policy (with every rank
+    under sharding: astor_core.run.ranks.export)."""
+    return Path(ranks.export(ctx.policy, Path(ctx.run_dir) / "policy"))
 
 
 def plot_history(history: Sequence[RoundStats], tasks: Sequence[str]) -> dict[str, Any]:

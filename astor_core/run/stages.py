@@ -3,6 +3,7 @@ scheduler and KL-controller update, and the held-out evaluation."""
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -279,5 +280,8 @@ def evaluate_policy(
     from astor_core.sandbox import shared_sandbox
 
     return evaluate_generate(
-        policy.greedy, records_by_task, cfg.rewards, shared_sandbox(cfg.sandbox)
+        functools.partial(ranks.greedy, policy),
+        records_by_task,
+        cfg.rewards,
+        shared_sandbox(cfg.sandbox),
     )

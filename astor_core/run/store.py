@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from astor_core.atomic import write_json_atomic
 from astor_core.config import AstorConfig
+from astor_core.run import ranks
 from astor_core.run.records import CSV_COLUMNS, CSV_SERIES, RoundStats
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ def save_round(ctx: RunContext, stats: RoundStats) -> Path:
         "scheduler": ctx.scheduler.state_dict(),
         "calibrator": ctx.calibrator.state_dict(),
     }
-    path = ctx.policy.save_checkpoint(checkpoint_root(ctx.run_dir), ctx.round, extra)
+    path = ranks.checkpoint(ctx.policy, checkpoint_root(ctx.run_dir), ctx.round, extra)
     write_rounds_csv(ctx.run_dir, ctx.round + 1)
     if stats.eval:
         write_json_atomic(Path(ctx.run_dir) / "eval.json", stats.eval)

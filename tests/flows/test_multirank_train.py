@@ -1,5 +1,6 @@
-"""`accelerate launch` of `astor train` with 2 CPU ranks over gloo: one Prefect flow run, one
-MLflow run, and both ranks trained (astor_core.run.ranks)."""
+"""`accelerate launch` of `astor train` with 2 CPU ranks over gloo, under DDP and under FSDP2:
+one Prefect flow run, one MLflow run, and both ranks trained (astor_core.run.ranks); under
+FSDP2 the follower also generated its share of the evaluation and joined the export."""
 
 from __future__ import annotations
 
@@ -56,7 +57,10 @@ def _digest(model_dir: Path) -> str:
 
 
 @pytest.mark.slow
-def test_two_rank_launch_one_flow_run_one_mlflow_run(mini_assets: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("launch", ["cpu_2proc.yaml", "cpu_2proc_fsdp.yaml"])
+def test_two_rank_launch_one_flow_run_one_mlflow_run(
+    mini_assets: Path, tmp_path: Path, launch: str
+) -> None:
     params = mini_params(mini_assets)
     params["train"]["run_dir"] = str(tmp_path / "run")
     params["train"]["eval_every"] = ROUNDS
@@ -64,7 +68,7 @@ def test_two_rank_launch_one_flow_run_one_mlflow_run(mini_assets: Path, tmp_path
     config.write_text(yaml.safe_dump(params))
     env = _env(tmp_path)
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
-    cmd += ["--config_file", str(REPO / "configs" / "accelerate" / "cpu_2proc.yaml")]
+    cmd += ["--config_file", str(REPO / "configs" / "accelerate" / launch)]
     cmd += ["--num_processes", "2", "-m", "flows.cli", "train", "--config", str(config)]
     # the micro model's rewards are all 0 (no GRPO signal, zero gradients): AdamW's weight
     # decay still moves the weights at every optimiser step, so equal final weights on both
@@ -112,15 +116,29 @@ def test_two_rank_launch_one_flow_run_one_mlflow_run(mini_assets: Path, tmp_path
             per_round[m.step] += int(m.value)
     assert per_round == [prompts * group] * ROUNDS
 
-    # both ranks trained: rank 1 sampled its half of every round, its final weights are rank
-    # 0's exported policy, which differs from the initial model; it saved its own RNG state
-    match = re.search(r"rank 1: followed (\d+) rounds, sampled (\d+) rollouts, weights (\w+)", log)
+    # both ranks trained: rank 1 sampled its half of every round, the final policy differs
+    # from the initial model, rank 1 saved its own RNG state. DDP: rank 1's final weights are
+    # rank 0's exported policy. FSDP2 (rank 1 holds shards): it generated its half of the
+    # held-out prompts of the one evaluation and joined the export's gather.
+    match = re.search(
+        r"rank 1: followed (\d+) rounds, sampled (\d+) rollouts, "
+        r"evaluated (\d+) prompts, joined (\d+) exports, weights (\w+)",
+        log,
+    )
     assert match, log[-6000:]
     assert int(match.group(1)) == ROUNDS
     assert int(match.group(2)) == ROUNDS * (prompts // 2) * group
     final = _digest(tmp_path / "run" / "policy")
-    assert match.group(3) == final
     assert final != _digest(mini_assets / "tiny")
+    if launch == "cpu_2proc.yaml":
+        assert (int(match.group(3)), int(match.group(4))) == (0, 0)
+        assert match.group(5) == final
+    else:
+        # rank 1's share (the smaller half) of each task's held-out items, some tasks may
+        # have fewer than eval_items_per_task
+        per_task = params["train"]["eval_items_per_task"]
+        assert 0 < int(match.group(3)) <= len(TASKS) * (per_task // 2)
+        assert int(match.group(4)) == 1
     last = tmp_path / "run" / "checkpoints" / f"round-{ROUNDS - 1:06d}"
     assert {"random_states_0.pkl", "random_states_1.pkl", "COMPLETE"} <= {
         p.name for p in last.iterdir()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -155,3 +156,57 @@ def test_vllm_engine_fails_loudly_on_server_errors(micro) -> None:
         server.drop_choices = 1
         with pytest.raises(RuntimeError, match="returned 1 choices for 1 prompts x n=2"):
             engine.generate(PROMPTS[:1], 2, params)
+
+
+def _synced_worker(rank: int, model_dir: str, init: str, out_dir: str) -> None:
+    """One of 2 gloo ranks: rank 0 has 2 prompts, rank 1 none; batch size 1, synced."""
+    import json
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from astor_core.policy.model import ModelConfig, load_model
+
+    # a mismatched collective fails after a minute instead of hanging the test session
+    dist.init_process_group(
+        "gloo", init_method=init, rank=rank, world_size=2, timeout=timedelta(seconds=60)
+    )
+    try:
+        model, tok = load_model(ModelConfig(model_dir, device="cpu", dtype="float32"))
+        engine = TransformersEngine(model, tok, RolloutConfig(batch_size=1), synced_ranks=True)
+        calls = []
+        inner = engine._generate_batch
+
+        def counted(ids: list[list[int]], p: SamplingParams) -> list[tuple[list[int], list[float]]]:
+            calls.append(len(ids))
+            return inner(ids, p)
+
+        engine._generate_batch = counted  # type: ignore[method-assign]
+        prompts = ["def add(a, b):", "x = 1\n"] if rank == 0 else []
+        params = SamplingParams(max_new_tokens=6, temperature=0.0)
+        done = [r.completion_ids for r in engine.generate(prompts, 1, params)]
+        Path(out_dir, f"{rank}.json").write_text(json.dumps({"calls": calls, "ids": done}))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_synced_ranks_make_equal_generate_calls(micro_dir: Path, tmp_path: Path) -> None:
+    """With sharded weights every generate call is a collective: a rank with fewer batches
+    (here none) runs dummy calls, so 2 gloo ranks finish (unsynced they would hang), and the
+    busy rank's greedy completions are a single process's."""
+    import json
+
+    import torch.multiprocessing as mp
+
+    from astor_core.policy.model import ModelConfig, load_model
+
+    init = f"file://{tmp_path / 'rendezvous'}"
+    mp.spawn(_synced_worker, args=(str(micro_dir), init, str(tmp_path)), nprocs=2, join=True)
+    got = [json.loads((tmp_path / f"{r}.json").read_text()) for r in range(2)]
+    assert got[0]["calls"] == [1, 1] and got[1]["calls"] == [1, 1]
+    assert got[1]["ids"] == []
+    model, tok = load_model(ModelConfig(str(micro_dir), device="cpu", dtype="float32"))
+    alone = TransformersEngine(model, tok, RolloutConfig(batch_size=1)).generate(
+        ["def add(a, b):", "x = 1\n"], 1, SamplingParams(max_new_tokens=6, temperature=0.0)
+    )
+    assert got[0]["ids"] == [r.completion_ids for r in alone]
