@@ -109,5 +109,13 @@ def test_demo_scores_the_sft_start_on_the_runs_eval_items(
         "unit_test_generation",
         "commit_message",
     }
-    for row in table.values():
-        assert row["items"] == cfg.train.eval_items_per_task
+    from astor_core import TASKS
+    from astor_core.data.pools import read_records
+    from astor_core.evaluation import in_run_eval_items
+
+    # the run's items: the first eval_items_per_task of the validation half, per task
+    expected = in_run_eval_items(
+        read_records(cfg.data.pools_dir, "eval"), TASKS, cfg.train.eval_items_per_task
+    )
+    for task, row in table.items():
+        assert 0 < row["items"] == len(expected[task]) <= cfg.train.eval_items_per_task
