@@ -40,22 +40,15 @@ import numpy as np
 import yaml
 
 from astor_core.method.calibration import CalibrationConfig, make_calibrator
-from astor_core.method.scheduler import SchedulerConfig, make_scheduler
+from astor_core.method.scheduler import SCHEDULER_NAMES, SchedulerConfig, make_scheduler
 from astor_core.simulation_learners import LEARNERS, make_learner
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "configs" / "scenarios"
 """Where the shipped scenario files live."""
 
-BENCH_SCHEDULERS: tuple[str, ...] = (
-    "astor",
-    "astor_no_synergy",
-    "astor_no_prio",
-    "astor_fixed_beta",
-    "uniform",
-    "proportional",
-    "ucb",
-    "specialists",
-)
+BENCH_SCHEDULERS: tuple[str, ...] = tuple(
+    n for n in SCHEDULER_NAMES if not n.startswith("specialist:")
+) + ("specialists",)
 """Schedulers the benchmark compares ('specialists' = one specialist learner per task)."""
 
 

@@ -11,22 +11,14 @@ from hypothesis import strategies as st
 
 from astor_core.method.advantages import group_advantages
 from astor_core.method.scheduler import (
+    SCHEDULER_NAMES,
     RoundPlan,
     SchedulerConfig,
     make_scheduler,
 )
 from astor_core.method.utility import PromptFeedback, RoundFeedback, UtilityConfig
 
-NAMES = [
-    "astor",
-    "astor_no_synergy",
-    "astor_no_prio",
-    "astor_fixed_beta",
-    "uniform",
-    "proportional",
-    "ucb",
-    "specialist:t1",
-]
+NAMES = [n.replace("<task>", "t1") for n in SCHEDULER_NAMES]  # every documented name
 
 
 def pools_of(sizes: list[int]) -> dict[str, list[str]]:
